@@ -1,0 +1,195 @@
+//! Connection settings, connecting and error mapping shared by the PostgreSQL connectors.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio_postgres::{Client, NoTls};
+
+/// Which part of the contract an error belongs to (mirrors the WIT `error-kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Invalid configuration.
+    Config,
+    /// Unreachable or broken connection.
+    Connection,
+    /// Credentials refused.
+    Auth,
+    /// Missing privilege.
+    Permission,
+    /// Something that cannot be replicated exactly.
+    Unsupported,
+    /// Replication state lost or inconsistent.
+    State,
+    /// Anything else.
+    Internal,
+}
+
+/// An error with a message for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct GuestError {
+    /// Classification.
+    pub kind: ErrorKind,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl GuestError {
+    /// A new error.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> GuestError {
+        GuestError { kind, message: message.into() }
+    }
+}
+
+/// Result of connector operations.
+pub type GuestResult<T> = Result<T, GuestError>;
+
+/// Connection fields common to source and target configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PgConnectConfig {
+    /// Host name or IP address.
+    pub host: String,
+    /// Port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Role to log in as.
+    pub user: String,
+    /// Password, when the server asks for one.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Database name.
+    pub database: String,
+    /// `disable` or `prefer` (plaintext); `require` and stricter need TLS.
+    #[serde(default = "default_sslmode")]
+    pub sslmode: String,
+}
+
+fn default_port() -> u16 {
+    5432
+}
+
+fn default_sslmode() -> String {
+    "prefer".to_string()
+}
+
+impl PgConnectConfig {
+    /// Where the server is, for messages.
+    pub fn endpoint(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Parse a connector configuration, naming the offending field on error.
+pub fn parse_config<T: for<'de> Deserialize<'de>>(json: &str) -> GuestResult<T> {
+    serde_json::from_str(json).map_err(|e| GuestError::new(ErrorKind::Config, format!("invalid configuration: {e}")))
+}
+
+/// Resolve the configured host through the agent (which enforces the egress allow-list).
+pub fn resolve_addrs(
+    cfg: &PgConnectConfig,
+    resolve: &(dyn Fn(&str) -> Result<Vec<String>, String> + Send + Sync),
+) -> GuestResult<Vec<SocketAddr>> {
+    if let Ok(ip) = cfg.host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, cfg.port)]);
+    }
+    let ips = resolve(&cfg.host).map_err(|e| {
+        GuestError::new(ErrorKind::Connection, format!("cannot resolve host `{}`: {e}", cfg.host))
+    })?;
+    let addrs: Vec<SocketAddr> =
+        ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()).map(|ip| SocketAddr::new(ip, cfg.port)).collect();
+    if addrs.is_empty() {
+        return Err(GuestError::new(ErrorKind::Connection, format!("host `{}` resolved to no address", cfg.host)));
+    }
+    Ok(addrs)
+}
+
+/// Open a TCP connection to the server.
+pub async fn connect_tcp(
+    cfg: &PgConnectConfig,
+    resolve: &(dyn Fn(&str) -> Result<Vec<String>, String> + Send + Sync),
+) -> GuestResult<TcpStream> {
+    if !matches!(cfg.sslmode.as_str(), "disable" | "allow" | "prefer") {
+        return Err(GuestError::new(
+            ErrorKind::Unsupported,
+            format!(
+                "sslmode `{}` is not available in this connector build; use sslmode = \"disable\" or \"prefer\" on a trusted network",
+                cfg.sslmode
+            ),
+        ));
+    }
+    let mut last = String::new();
+    for addr in resolve_addrs(cfg, resolve)? {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    Err(GuestError::new(
+        ErrorKind::Connection,
+        format!(
+            "cannot reach PostgreSQL at {} ({last}); check host and port, that the server listens on that address, and that the pipeline's network allows it",
+            cfg.endpoint()
+        ),
+    ))
+}
+
+/// Connect a regular SQL session; the connection task runs on the current runtime.
+pub async fn connect(
+    cfg: &PgConnectConfig,
+    application_name: &str,
+    resolve: &(dyn Fn(&str) -> Result<Vec<String>, String> + Send + Sync),
+) -> GuestResult<Client> {
+    let stream = connect_tcp(cfg, resolve).await?;
+    let mut pg = tokio_postgres::Config::new();
+    pg.user(&cfg.user).dbname(&cfg.database).application_name(application_name);
+    if let Some(pw) = &cfg.password {
+        pg.password(pw);
+    }
+    let (client, connection) = pg.connect_raw(stream, NoTls).await.map_err(|e| pg_error(cfg, "connect", &e))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+        .batch_execute("SET DateStyle = ISO; SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET IntervalStyle = postgres")
+        .await
+        .map_err(|e| pg_error(cfg, "configure session", &e))?;
+    Ok(client)
+}
+
+/// Turn a driver error into an operator message with a fix where one is known.
+pub fn pg_error(cfg: &PgConnectConfig, doing: &str, e: &tokio_postgres::Error) -> GuestError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        let (kind, hint) = match code {
+            "28P01" | "28000" => (
+                ErrorKind::Auth,
+                format!("check `user` and `password`, and that pg_hba.conf admits `{}` from the agent", cfg.user),
+            ),
+            "3D000" => (ErrorKind::Config, format!("database `{}` does not exist; check `database`", cfg.database)),
+            "42501" => (ErrorKind::Permission, format!("grant the missing privilege to role `{}`", cfg.user)),
+            c if c.starts_with("08") || c.starts_with("57") || c.starts_with("53") => {
+                (ErrorKind::Connection, "the server may be restarting or overloaded; the agent retries".to_string())
+            }
+            _ => (ErrorKind::Internal, String::new()),
+        };
+        let mut message = format!("{doing} on {}: {} (SQLSTATE {code})", cfg.endpoint(), db.message());
+        if let Some(detail) = db.detail() {
+            message.push_str(&format!("; {detail}"));
+        }
+        if let Some(h) = db.hint() {
+            message.push_str(&format!("; hint: {h}"));
+        }
+        if !hint.is_empty() {
+            message.push_str(&format!("; {hint}"));
+        }
+        return GuestError::new(kind, message);
+    }
+    let text = e.to_string();
+    let kind = if text.contains("password") { ErrorKind::Auth } else { ErrorKind::Connection };
+    let fix = if kind == ErrorKind::Auth { "; set `password` in the configuration" } else { "" };
+    GuestError::new(kind, format!("{doing} on {}: {text}{fix}", cfg.endpoint()))
+}

@@ -1,0 +1,170 @@
+//! Reading table definitions from the source's catalog.
+
+use std::collections::HashMap;
+
+use culvert_pg_arrow::types::{ColumnDesc, EnumDef, PgKind, TableDesc};
+use culvert_pg_guest::{ErrorKind, GuestError, GuestResult, PgConnectConfig, pg_error};
+use tokio_postgres::Client;
+
+use crate::config::matches;
+
+/// A table in the catalog with what replication needs to know about it.
+#[derive(Debug, Clone)]
+pub struct CatalogTable {
+    /// Relation OID.
+    pub oid: u32,
+    /// Columns, types and key.
+    pub desc: TableDesc,
+    /// `pg_class.relreplident`: d, n, f or i.
+    pub replica_identity: char,
+    /// Planner estimate of rows.
+    pub estimated_rows: u64,
+    /// Per column: empty, or why it cannot be replicated.
+    pub unsupported: Vec<String>,
+}
+
+impl CatalogTable {
+    /// Whether updates and deletes can be matched on the target.
+    pub fn identifiable(&self) -> bool {
+        !self.desc.key_columns().is_empty() || self.replica_identity == 'f'
+    }
+
+    /// `schema.name` for messages.
+    pub fn display(&self) -> String {
+        format!("{}.{}", self.desc.namespace, self.desc.name)
+    }
+
+    /// Error unless every column can be replicated and rows can be identified.
+    pub fn ensure_replicable(&self) -> GuestResult<()> {
+        for (col, reason) in self.desc.columns.iter().zip(&self.unsupported) {
+            if !reason.is_empty() {
+                return Err(GuestError::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "table {}, column `{}` has type {}: {reason}; exclude the table from `tables` or change the column type",
+                        self.display(),
+                        col.name,
+                        col.type_name
+                    ),
+                ));
+            }
+        }
+        if !self.identifiable() {
+            return Err(GuestError::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "table {} has no primary key and its REPLICA IDENTITY is not FULL, so updates and deletes cannot be matched; add a primary key or run ALTER TABLE {} REPLICA IDENTITY FULL",
+                    self.display(),
+                    self.desc.qualified()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+const TABLES_SQL: &str = "
+SELECT c.oid, n.nspname, c.relname, c.relreplident::text, greatest(c.reltuples, 0)::int8,
+       a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid, a.attnotnull,
+       t.typtype::text, coalesce(et.typtype::text, ''), t.typelem, coalesce(et.oid, 0::oid),
+       coalesce(
+         (SELECT array_position(string_to_array(i.indkey::text, ' ')::int2[], a.attnum)::int2
+            FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+         (SELECT array_position(string_to_array(i.indkey::text, ' ')::int2[], a.attnum)::int2
+            FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisreplident AND c.relreplident = 'i')
+       )
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+  JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+  LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem AND t.typelem <> 0 AND t.typlen = -1
+ WHERE c.relkind = 'r'
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_culvert')
+   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+   AND ($1::oid IS NULL OR c.oid = $1::oid)
+ ORDER BY n.nspname, c.relname, a.attnum";
+
+const ENUMS_SQL: &str = "
+SELECT t.oid, n.nspname, t.typname, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
+  FROM pg_catalog.pg_type t
+  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+  JOIN pg_catalog.pg_enum e ON e.enumtypid = t.oid
+ GROUP BY t.oid, n.nspname, t.typname";
+
+/// Classify a column type: its kind, enum, and a reason when it cannot be replicated.
+fn classify(
+    typtype: &str,
+    type_oid: u32,
+    elem_typtype: &str,
+    elem_oid: u32,
+    enums: &HashMap<u32, EnumDef>,
+) -> (PgKind, Option<EnumDef>, String) {
+    match typtype {
+        "e" => (PgKind::Enum, enums.get(&type_oid).cloned(), String::new()),
+        "b" if elem_oid != 0 => match elem_typtype {
+            "e" => (PgKind::Raw, enums.get(&elem_oid).cloned(), String::new()),
+            "b" | "r" | "m" => (PgKind::Raw, None, String::new()),
+            other => (PgKind::Raw, None, format!("arrays of {} types are not supported", type_class(other))),
+        },
+        "b" => (PgKind::from_builtin_oid(type_oid), None, String::new()),
+        "r" | "m" => (PgKind::Raw, None, String::new()),
+        other => (PgKind::Raw, None, format!("{} types are not supported", type_class(other))),
+    }
+}
+
+fn type_class(typtype: &str) -> &'static str {
+    match typtype {
+        "c" => "composite",
+        "d" => "domain",
+        "p" => "pseudo",
+        _ => "user-defined",
+    }
+}
+
+/// Load every ordinary table, or only the one with `oid`.
+pub async fn load_tables(client: &Client, cfg: &PgConnectConfig, oid: Option<u32>) -> GuestResult<Vec<CatalogTable>> {
+    // Qualify every non-catalog type name so the target can recreate it.
+    client.batch_execute("SET search_path = ''").await.map_err(|e| pg_error(cfg, "read catalog", &e))?;
+    let enums: HashMap<u32, EnumDef> = client
+        .query(ENUMS_SQL, &[])
+        .await
+        .map_err(|e| pg_error(cfg, "read enum types", &e))?
+        .into_iter()
+        .map(|r| (r.get::<_, u32>(0), EnumDef { namespace: r.get(1), name: r.get(2), labels: r.get(3) }))
+        .collect();
+    let rows = client.query(TABLES_SQL, &[&oid]).await.map_err(|e| pg_error(cfg, "read tables", &e))?;
+    let mut tables: Vec<CatalogTable> = Vec::new();
+    for r in rows {
+        let table_oid: u32 = r.get(0);
+        if tables.last().map(|t| t.oid) != Some(table_oid) {
+            let relreplident: String = r.get(3);
+            tables.push(CatalogTable {
+                oid: table_oid,
+                desc: TableDesc { namespace: r.get(1), name: r.get(2), columns: Vec::new() },
+                replica_identity: relreplident.chars().next().unwrap_or('d'),
+                estimated_rows: r.get::<_, i64>(4).max(0) as u64,
+                unsupported: Vec::new(),
+            });
+        }
+        let table = tables.last_mut().expect("pushed above");
+        let typtype: String = r.get(9);
+        let elem_typtype: String = r.get(10);
+        let (kind, enum_def, reason) = classify(&typtype, r.get(7), &elem_typtype, r.get(12), &enums);
+        table.desc.columns.push(ColumnDesc {
+            name: r.get(5),
+            type_name: r.get(6),
+            kind,
+            nullable: !r.get::<_, bool>(8),
+            key_ordinal: r.get::<_, Option<i16>>(13).map(|k| k as u16),
+            enum_def,
+        });
+        table.unsupported.push(reason);
+    }
+    client.batch_execute("RESET search_path").await.map_err(|e| pg_error(cfg, "read catalog", &e))?;
+    Ok(tables)
+}
+
+/// Tables matching any of the globs.
+pub fn select(tables: Vec<CatalogTable>, globs: &[String]) -> Vec<CatalogTable> {
+    tables.into_iter().filter(|t| globs.iter().any(|g| matches(g, &t.desc.namespace, &t.desc.name))).collect()
+}

@@ -1,0 +1,110 @@
+//! The source's configuration.
+
+use culvert_pg_guest::PgConnectConfig;
+use serde::Deserialize;
+
+/// Configuration of `postgres-source`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SourceConfig {
+    /// Where and how to connect.
+    #[serde(flatten)]
+    pub conn: PgConnectConfig,
+    /// Schema-qualified globs of the tables to replicate.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Replication slot name.
+    #[serde(default = "default_name")]
+    pub slot: String,
+    /// Publication name.
+    #[serde(default = "default_name")]
+    pub publication: String,
+    /// Parallel connections copying tables during the snapshot.
+    #[serde(default = "default_workers")]
+    pub snapshot_workers: usize,
+    /// Rows per snapshot batch.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// Approximate bytes per snapshot batch.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: usize,
+}
+
+fn default_name() -> String {
+    "culvert".to_string()
+}
+
+fn default_workers() -> usize {
+    2
+}
+
+fn default_batch_rows() -> usize {
+    50_000
+}
+
+fn default_batch_bytes() -> usize {
+    8 << 20
+}
+
+/// JSON Schema of [`SourceConfig`].
+pub const SPEC: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "postgres-source",
+  "type": "object",
+  "required": ["host", "user", "database"],
+  "properties": {
+    "host": {"type": "string", "description": "Host name or IP address of the PostgreSQL server"},
+    "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 5432},
+    "user": {"type": "string", "description": "Role with LOGIN and REPLICATION"},
+    "password": {"type": "string", "writeOnly": true, "x-culvert-secret": true},
+    "database": {"type": "string"},
+    "sslmode": {"type": "string", "enum": ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"], "default": "prefer"},
+    "tables": {"type": "array", "items": {"type": "string"}, "description": "Schema-qualified globs, for example public.* or sales.orders"},
+    "slot": {"type": "string", "description": "Replication slot name (default: the pipeline name)"},
+    "publication": {"type": "string", "description": "Publication name (default: the pipeline name)"},
+    "snapshot_workers": {"type": "integer", "minimum": 1, "maximum": 16, "default": 2},
+    "batch_rows": {"type": "integer", "minimum": 1, "default": 50000},
+    "batch_bytes": {"type": "integer", "minimum": 65536, "default": 8388608}
+  },
+  "additionalProperties": true
+}"#;
+
+/// Whether `namespace.name` matches a schema-qualified glob (`*` and `?` wildcards).
+pub fn matches(glob: &str, namespace: &str, name: &str) -> bool {
+    let (gs, gt) = glob.split_once('.').unwrap_or(("public", glob));
+    wildcard(gs.as_bytes(), namespace.as_bytes()) && wildcard(gt.as_bytes(), name.as_bytes())
+}
+
+fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t, mut star, mut mark) = (0, 0, None, 0);
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some(p);
+            mark = t;
+            p += 1;
+        } else if let Some(s) = star {
+            p = s + 1;
+            mark += 1;
+            t = mark;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn globs() {
+        assert!(matches("public.*", "public", "orders"));
+        assert!(matches("sales.ord?rs", "sales", "orders"));
+        assert!(!matches("sales.orders", "public", "orders"));
+        assert!(matches("*.*", "Mixed Case", "T"));
+        assert!(matches("orders", "public", "orders"));
+    }
+}

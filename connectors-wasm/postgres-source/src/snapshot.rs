@@ -1,0 +1,164 @@
+//! The initial copy: parallel workers import the slot's exported snapshot and stream
+//! each table with `COPY ... TO STDOUT (FORMAT binary)`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use culvert_pg_arrow::copy::{CopyError, CopyReader};
+use culvert_pg_arrow::decode::{DecodeError, RowsBuilder};
+use culvert_pg_arrow::ipc::to_ipc;
+use culvert_pg_arrow::types::{TableDesc, quote_ident, quote_literal};
+use culvert_pg_guest::{ErrorKind, GuestError, GuestResult, PgConnectConfig, connect, pg_error};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::Resolver;
+
+/// One finished piece of a table's copy.
+pub struct Chunk {
+    /// Index of the table in the snapshot's table list.
+    pub table: usize,
+    /// Whether this is the table's first chunk.
+    pub first: bool,
+    /// Rows in `ipc`.
+    pub rows: u32,
+    /// Arrow IPC stream bytes.
+    pub ipc: Vec<u8>,
+}
+
+/// Settings of one snapshot run.
+pub struct SnapshotPlan {
+    /// Connection settings.
+    pub conn: PgConnectConfig,
+    /// Exported snapshot every worker imports.
+    pub snapshot_name: String,
+    /// Tables in copy order.
+    pub tables: Vec<TableDesc>,
+    /// Worker connections.
+    pub workers: usize,
+    /// Rows per chunk.
+    pub batch_rows: usize,
+    /// Approximate bytes per chunk.
+    pub batch_bytes: usize,
+}
+
+/// Start the workers; chunks arrive on the returned channel, which closes when every
+/// table is copied or after the first error.
+pub fn start(plan: SnapshotPlan, resolve: Resolver) -> mpsc::Receiver<GuestResult<Chunk>> {
+    let workers = plan.workers.clamp(1, plan.tables.len().max(1));
+    let (tx, rx) = mpsc::channel(workers + 1);
+    let queue: Arc<Mutex<VecDeque<usize>>> = Arc::new(Mutex::new((0..plan.tables.len()).collect()));
+    let plan = Arc::new(plan);
+    for worker in 0..workers {
+        let (tx, queue, plan, resolve) = (tx.clone(), queue.clone(), plan.clone(), resolve.clone());
+        tokio::spawn(async move {
+            if let Err(e) = run_worker(worker, &plan, &queue, &tx, resolve).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+    }
+    rx
+}
+
+async fn run_worker(
+    worker: usize,
+    plan: &SnapshotPlan,
+    queue: &Mutex<VecDeque<usize>>,
+    tx: &mpsc::Sender<GuestResult<Chunk>>,
+    resolve: Resolver,
+) -> GuestResult<()> {
+    let cfg = &plan.conn;
+    let client = connect(cfg, &format!("culvert snapshot {worker}"), &*resolve).await?;
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            quote_literal(&plan.snapshot_name)
+        ))
+        .await
+        .map_err(|e| pg_error(cfg, "import the slot's snapshot", &e))?;
+    loop {
+        let next = queue.lock().expect("queue lock").pop_front();
+        let Some(index) = next else { break };
+        copy_table(&client, plan, index, tx).await?;
+    }
+    let _ = client.batch_execute("COMMIT").await;
+    Ok(())
+}
+
+async fn copy_table(
+    client: &tokio_postgres::Client,
+    plan: &SnapshotPlan,
+    index: usize,
+    tx: &mpsc::Sender<GuestResult<Chunk>>,
+) -> GuestResult<()> {
+    let table = &plan.tables[index];
+    let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let sql = format!("COPY {} ({}) TO STDOUT (FORMAT binary)", table.qualified(), columns.join(", "));
+    let what = format!("copy table {}.{}", table.namespace, table.name);
+    let stream = client.copy_out(sql.as_str()).await.map_err(|e| pg_error(&plan.conn, &what, &e))?;
+    futures_util::pin_mut!(stream);
+    let mut reader = CopyReader::new(table.columns.len());
+    let mut builder = RowsBuilder::snapshot(table);
+    let mut first = true;
+    let decode_err = |e: DecodeError| {
+        GuestError::new(ErrorKind::Unsupported, format!("table {}.{}: {e}", table.namespace, table.name))
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| pg_error(&plan.conn, &what, &e))?;
+        reader.push(&chunk);
+        let mut pending: Vec<Chunk> = Vec::new();
+        reader.drain::<RowError>(|fields| {
+            for (i, v) in fields.iter().enumerate() {
+                builder.append(i, *v)?;
+            }
+            builder.end_row();
+            if builder.rows() >= plan.batch_rows || builder.bytes() >= plan.batch_bytes {
+                pending.push(finish_chunk(&mut builder, index, first)?);
+                first = false;
+            }
+            Ok(())
+        })
+        .map_err(|e| match e {
+            RowError::Decode(d) => decode_err(d),
+            RowError::Copy(c) => GuestError::new(ErrorKind::Internal, format!("{what}: {c}")),
+        })?;
+        for c in pending {
+            if tx.send(Ok(c)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    reader.finish().map_err(|e| GuestError::new(ErrorKind::Internal, format!("{what}: {e}")))?;
+    if builder.rows() > 0 || first {
+        let c = finish_chunk(&mut builder, index, first).map_err(|e| match e {
+            RowError::Decode(d) => decode_err(d),
+            RowError::Copy(c) => GuestError::new(ErrorKind::Internal, format!("{what}: {c}")),
+        })?;
+        let _ = tx.send(Ok(c)).await;
+    }
+    Ok(())
+}
+
+fn finish_chunk(builder: &mut RowsBuilder, table: usize, first: bool) -> Result<Chunk, RowError> {
+    let rows = builder.rows() as u32;
+    let batch = builder.finish()?;
+    let ipc = to_ipc(&batch).map_err(|e| RowError::Decode(DecodeError::Arrow(e)))?;
+    Ok(Chunk { table, first, rows, ipc })
+}
+
+enum RowError {
+    Decode(DecodeError),
+    Copy(CopyError),
+}
+
+impl From<CopyError> for RowError {
+    fn from(e: CopyError) -> Self {
+        RowError::Copy(e)
+    }
+}
+
+impl From<DecodeError> for RowError {
+    fn from(e: DecodeError) -> Self {
+        RowError::Decode(e)
+    }
+}

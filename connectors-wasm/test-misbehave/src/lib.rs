@@ -1,0 +1,97 @@
+//! A source connector whose `open` misbehaves as its configuration's `mode` says:
+//! `spin` loops forever, `memory` allocates without end, `connect` dials the `target`
+//! address, `read-file` reads the `path` file. The agent must stop each with a clear error.
+
+use std::io::{Read, Write};
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "source",
+    generate_all,
+});
+
+use culvert::connector::types as wit;
+use exports::culvert::connector::source_connector::{Guest, GuestReader};
+
+#[derive(serde::Deserialize)]
+struct Config {
+    mode: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    path: String,
+}
+
+fn fail(message: String) -> wit::ConnectorError {
+    wit::ConnectorError { kind: wit::ErrorKind::Internal, message }
+}
+
+struct Component;
+
+/// Never constructed successfully unless the sandbox lets the misbehaviour through.
+struct Reader;
+
+impl GuestReader for Reader {
+    fn open(
+        config: String,
+        _selection: Vec<String>,
+        _resume: Option<Vec<u8>>,
+    ) -> Result<exports::culvert::connector::source_connector::Reader, wit::ConnectorError> {
+        let cfg: Config = serde_json::from_str(&config).map_err(|e| fail(e.to_string()))?;
+        match cfg.mode.as_str() {
+            "spin" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 16 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "connect" => {
+                let mut stream = std::net::TcpStream::connect(cfg.target.as_str())
+                    .map_err(|e| fail(format!("connect to {} refused: {e}", cfg.target)))?;
+                let _ = stream.write_all(b"leak");
+                Err(fail(format!("connected to {}", cfg.target)))
+            }
+            "read-file" => {
+                let mut text = String::new();
+                std::fs::File::open(&cfg.path)
+                    .and_then(|mut f| f.read_to_string(&mut text))
+                    .map_err(|e| fail(format!("reading {} failed: {e}", cfg.path)))?;
+                Err(fail(format!("read host file: {text}")))
+            }
+            other => Err(fail(format!("unknown mode {other}"))),
+        }
+    }
+
+    fn next(&self, _max_rows: u32) -> Result<Option<wit::Batch>, wit::ConnectorError> {
+        Ok(None)
+    }
+
+    fn ack(&self, _position: Vec<u8>) -> Result<(), wit::ConnectorError> {
+        Ok(())
+    }
+}
+
+impl Guest for Component {
+    type Reader = Reader;
+
+    fn spec() -> String {
+        r#"{"type":"object","properties":{"mode":{"type":"string"}},"required":["mode"]}"#.to_string()
+    }
+
+    fn check(_config: String) -> Vec<wit::CheckResult> {
+        Vec::new()
+    }
+
+    fn discover(_config: String) -> Result<Vec<wit::TableInfo>, wit::ConnectorError> {
+        Ok(Vec::new())
+    }
+}
+
+export!(Component);
