@@ -7,7 +7,7 @@ use std::sync::Mutex;
 /// Endpoints a connector may reach, as `host:port` pairs from its configuration.
 #[derive(Debug, Default)]
 pub struct Egress {
-    names: Vec<(String, u16)>,
+    names: Mutex<Vec<(String, u16)>>,
     allowed: Mutex<HashSet<SocketAddr>>,
 }
 
@@ -15,17 +15,21 @@ impl Egress {
     /// An allow-list of `(host, port)` pairs. Literal IPs are allowed at once; names
     /// only after the connector resolves them through the agent.
     pub fn new(endpoints: &[(String, u16)]) -> Egress {
-        let mut allowed = HashSet::new();
-        let mut names = Vec::new();
+        let egress = Egress::default();
         for (host, port) in endpoints {
-            match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-                Ok(ip) => {
-                    allowed.insert(SocketAddr::new(ip, *port));
-                }
-                Err(_) => names.push((host.to_ascii_lowercase(), *port)),
-            }
+            egress.allow(host, *port);
         }
-        Egress { names, allowed: Mutex::new(allowed) }
+        egress
+    }
+
+    /// Add one endpoint.
+    pub fn allow(&self, host: &str, port: u16) {
+        match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+            Ok(ip) => {
+                self.allowed.lock().expect("egress lock").insert(SocketAddr::new(canonical(ip), port));
+            }
+            Err(_) => self.names.lock().expect("egress lock").push((host.to_ascii_lowercase(), port)),
+        }
     }
 
     /// Whether a TCP connection to `addr` is allowed.
@@ -37,7 +41,8 @@ impl Egress {
     /// Resolve an allowed name and allow its addresses on the configured ports.
     pub async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, String> {
         let lower = name.to_ascii_lowercase();
-        let ports: Vec<u16> = self.names.iter().filter(|(n, _)| *n == lower).map(|(_, p)| *p).collect();
+        let ports: Vec<u16> =
+            self.names.lock().expect("egress lock").iter().filter(|(n, _)| *n == lower).map(|(_, p)| *p).collect();
         if ports.is_empty() {
             return Err(format!("`{name}` is not in this pipeline's egress allow-list"));
         }

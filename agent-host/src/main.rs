@@ -1,1 +1,154 @@
-fn main() {}
+//! `culvert-agent`: run replication pipelines with sandboxed WebAssembly connectors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use culvert_agent_host::config::PipelineConfig;
+use culvert_agent_host::engine::ConnectorEngine;
+use culvert_agent_host::metrics::{self, Metrics};
+use culvert_agent_host::pipeline::{self, Sides};
+use culvert_agent_host::progress::{self, Progress};
+use culvert_agent_host::connectors;
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(name = "culvert-agent", version, about = "Runs Culvert replication pipelines")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Where compiled components are cached.
+    #[arg(long, global = true, env = "CULVERT_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one pipeline until SIGINT or SIGTERM.
+    Run {
+        /// Pipeline file (TOML).
+        #[arg(long)]
+        pipeline: PathBuf,
+        /// Serve Prometheus metrics on this address, for example 127.0.0.1:9187.
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
+        /// Seconds between progress lines on stderr (0 turns them off).
+        #[arg(long, default_value_t = 2)]
+        progress_every: u64,
+    },
+    /// Check that both ends of a pipeline are reachable and correctly set up.
+    Check {
+        /// Pipeline file (TOML).
+        #[arg(long)]
+        pipeline: PathBuf,
+    },
+    /// List the connectors built into this agent.
+    Connectors,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CULVERT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn engine(cache_dir: Option<PathBuf>) -> Result<ConnectorEngine> {
+    let dir = cache_dir
+        .or_else(|| dirs::cache_dir().map(|d| d.join("culvert").join("components")))
+        .unwrap_or_else(|| std::env::temp_dir().join("culvert-components"));
+    ConnectorEngine::new(&dir)
+}
+
+async fn shutdown_signal(tx: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping after the current batch");
+    let _ = tx.send(true);
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Connectors => {
+            for name in connectors::first_party_names() {
+                println!("{name}");
+            }
+            Ok(())
+        }
+        Command::Check { pipeline } => {
+            let cfg = PipelineConfig::load(&pipeline)?;
+            let sides = Sides::load(cfg, engine(cli.cache_dir)?, Metrics::new())?;
+            let results = sides.check().await?;
+            let mut failed = false;
+            for (side, name, ok, message) in &results {
+                failed |= !ok;
+                let mark = if *ok { "ok  " } else { "FAIL" };
+                println!("{mark} {side:<6} {name:<24} {message}");
+            }
+            if failed {
+                anyhow::bail!("some checks failed; fix them and run check again");
+            }
+            Ok(())
+        }
+        Command::Run { pipeline, metrics_addr, progress_every } => {
+            let cfg = PipelineConfig::load(&pipeline)?;
+            let name = cfg.name.clone();
+            let metrics = Metrics::new();
+            if let Some(addr) = metrics_addr {
+                let m = metrics.clone();
+                let listener_check = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+                drop(listener_check);
+                tokio::spawn(async move {
+                    if let Err(e) = metrics::serve(m, addr).await {
+                        tracing::error!(error = %e, "metrics server stopped");
+                    }
+                });
+            }
+            let sides = Arc::new(Sides::load(cfg, engine(cli.cache_dir)?, metrics.clone())?);
+            let progress = Arc::new(Progress::default());
+            if progress_every > 0 {
+                tokio::spawn(progress::report(name.clone(), progress.clone(), Duration::from_secs(progress_every)));
+            }
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(shutdown_signal(tx));
+            pipeline::run(sides, metrics, progress, rx).await?;
+            tracing::info!(pipeline = %name, "stopped");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let text = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {text}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The Culvert agent: runs replication pipelines whose connectors are sandboxed
+//! WebAssembly components.
+
+pub mod batch;
+pub mod bindings;
+pub mod buffer;
+pub mod config;
+pub mod connectors;
+pub mod egress;
+pub mod engine;
+pub mod limits;
+pub mod metrics;
+pub mod pipeline;
+pub mod progress;
+pub mod sandbox;

@@ -1,0 +1,166 @@
+//! Prometheus metrics of the agent and its connectors.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels of pipeline-level series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// `source` or `target`.
+    pub stage: String,
+}
+
+/// Labels of pipeline-level gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PipelineLabels {
+    /// Pipeline name.
+    pub pipeline: String,
+}
+
+/// Labels of metrics a connector reports itself.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectorLabels {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Connector label.
+    pub connector: String,
+    /// Metric name chosen by the connector.
+    pub name: String,
+}
+
+/// Every series the agent exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// Rows read by sources or applied by targets.
+    pub rows: Family<StageLabels, Counter>,
+    /// Arrow IPC bytes read or applied.
+    pub bytes: Family<StageLabels, Counter>,
+    /// Batches read or applied.
+    pub batches: Family<StageLabels, Counter>,
+    /// Bytes held in the buffer between source and target.
+    pub buffer_bytes: Family<PipelineLabels, Gauge>,
+    /// Source WAL not yet read, in bytes.
+    pub lag_bytes: Family<PipelineLabels, Gauge>,
+    /// Seconds since the source produced the batch the target committed last.
+    pub lag_seconds: Family<PipelineLabels, Gauge<f64, AtomicU64>>,
+    /// Errors that failed or retried a stage.
+    pub errors: Family<StageLabels, Counter>,
+    /// Counters reported by connectors.
+    pub connector_counters: Family<ConnectorLabels, Counter>,
+    /// Gauges reported by connectors.
+    pub connector_gauges: Family<ConnectorLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl Metrics {
+    /// A fresh registry with every series registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("culvert");
+        let m = Metrics {
+            registry: Arc::new(Registry::default()),
+            rows: Family::default(),
+            bytes: Family::default(),
+            batches: Family::default(),
+            buffer_bytes: Family::default(),
+            lag_bytes: Family::default(),
+            lag_seconds: Family::default(),
+            errors: Family::default(),
+            connector_counters: Family::default(),
+            connector_gauges: Family::default(),
+        };
+        registry.register("rows", "Rows read by sources or applied by targets", m.rows.clone());
+        registry.register("bytes", "Arrow IPC bytes read or applied", m.bytes.clone());
+        registry.register("batches", "Batches read or applied", m.batches.clone());
+        registry.register("buffer_bytes", "Bytes buffered between source and target", m.buffer_bytes.clone());
+        registry.register("replication_lag_bytes", "Source log not yet read, in bytes", m.lag_bytes.clone());
+        registry.register(
+            "replication_lag_seconds",
+            "Age of the newest batch the target committed when it was committed",
+            m.lag_seconds.clone(),
+        );
+        registry.register("errors", "Errors that failed or retried a stage", m.errors.clone());
+        registry.register("connector", "Counters reported by connectors", m.connector_counters.clone());
+        registry.register("connector_gauge", "Gauges reported by connectors", m.connector_gauges.clone());
+        Metrics { registry: Arc::new(registry), ..m }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// A handle for one connector instance.
+    pub fn connector(&self, pipeline: &str, connector: &str) -> ConnectorMetrics {
+        ConnectorMetrics { metrics: self.clone(), pipeline: pipeline.to_string(), connector: connector.to_string() }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Metrics a connector instance may write through its host imports.
+#[derive(Clone)]
+pub struct ConnectorMetrics {
+    metrics: Metrics,
+    pipeline: String,
+    connector: String,
+}
+
+const MAX_NAME: usize = 64;
+
+fn clean(name: &str) -> String {
+    name.chars().take(MAX_NAME).map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+}
+
+impl ConnectorMetrics {
+    fn labels(&self, name: &str) -> ConnectorLabels {
+        ConnectorLabels { pipeline: self.pipeline.clone(), connector: self.connector.clone(), name: clean(name) }
+    }
+
+    /// Add to a connector counter.
+    pub fn counter_add(&self, name: &str, value: u64) {
+        self.metrics.connector_counters.get_or_create(&self.labels(name)).inc_by(value);
+    }
+
+    /// Set a connector gauge.
+    pub fn gauge_set(&self, name: &str, value: f64) {
+        self.metrics.connector_gauges.get_or_create(&self.labels(name)).set(value);
+    }
+
+    /// Read a connector gauge (0 when never set).
+    pub fn gauge(&self, name: &str) -> f64 {
+        self.metrics.connector_gauges.get_or_create(&self.labels(name)).get()
+    }
+}
+
+/// Serve `/metrics` on `addr` until the process ends.
+pub async fn serve(metrics: Metrics, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let m = metrics.clone();
+            async move {
+                ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! The progress line on stderr and the counters behind it.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Shared progress of one pipeline.
+#[derive(Default)]
+pub struct Progress {
+    /// Rows the target committed.
+    pub rows_applied: AtomicU64,
+    /// Rows the source produced.
+    pub rows_read: AtomicU64,
+    /// Source lag in bytes.
+    pub lag_bytes: AtomicU64,
+    /// Buffered bytes.
+    pub buffer_bytes: AtomicU64,
+    /// Snapshot tables known.
+    pub tables_total: AtomicU64,
+    /// Snapshot tables started at the target.
+    pub tables_started: AtomicU64,
+    phase: Mutex<&'static str>,
+}
+
+impl Progress {
+    /// Set the phase shown.
+    pub fn set_phase(&self, phase: &'static str) {
+        *self.phase.lock().expect("progress lock") = phase;
+    }
+
+    /// The phase shown.
+    pub fn phase(&self) -> &'static str {
+        let p = *self.phase.lock().expect("progress lock");
+        if p.is_empty() { "starting" } else { p }
+    }
+}
+
+/// Print one line every `every` until the task is dropped.
+pub async fn report(name: String, progress: std::sync::Arc<Progress>, every: Duration) {
+    let mut last_rows = 0;
+    let mut last = Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        let rows = progress.rows_applied.load(Ordering::Relaxed);
+        let elapsed = last.elapsed().as_secs_f64().max(0.001);
+        let rate = (rows - last_rows) as f64 / elapsed;
+        last_rows = rows;
+        last = Instant::now();
+        let total = progress.tables_total.load(Ordering::Relaxed);
+        let tables = if total > 0 {
+            format!(" tables={}/{}", progress.tables_started.load(Ordering::Relaxed).min(total), total)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "[{name}] phase={}{tables} rows={rows} rate={rate:.0} rows/s lag={} KiB buffer={} KiB",
+            progress.phase(),
+            progress.lag_bytes.load(Ordering::Relaxed) / 1024,
+            progress.buffer_bytes.load(Ordering::Relaxed) / 1024,
+        );
+    }
+}
