@@ -134,6 +134,8 @@ fn new_store(engine: &ConnectorEngine, label: &str, limits: Limits, egress: Arc<
             Box::pin(async move {
                 match use_ {
                     SocketAddrUse::TcpConnect => check.allows(addr),
+                    // Connecting binds implicitly to an ephemeral port first.
+                    SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
                     _ => false,
                 }
             })
