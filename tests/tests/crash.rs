@@ -1,0 +1,114 @@
+//! `kill -9` of the agent during the snapshot and during the change stream, then a
+//! restart: the replica ends exactly equal to the source, nothing lost, nothing doubled.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use culvert_tests::agent::pipeline_toml;
+use culvert_tests::{Agent, Cluster};
+
+const TABLES: &[&str] = &["big", "log_no_key", "counters"];
+
+fn setup(rows: u32) -> (Cluster, Cluster) {
+    let src = Cluster::start(&[]);
+    let dst = Cluster::start(&[]);
+    src.create_db("app");
+    dst.create_db("replica");
+    src.sql(
+        "app",
+        &format!(
+            "CREATE TABLE big (id bigint PRIMARY KEY, v text, n numeric, j jsonb);
+             INSERT INTO big SELECT g, md5(g::text), g / 3.0, jsonb_build_object('g', g, 's', repeat('x', 100)) FROM generate_series(1, {rows}) g;
+             CREATE TABLE log_no_key (k int, msg text);
+             ALTER TABLE log_no_key REPLICA IDENTITY FULL;
+             INSERT INTO log_no_key SELECT g % 10, 'seed' FROM generate_series(1, 100) g;
+             CREATE TABLE counters (id int PRIMARY KEY, c bigint);
+             INSERT INTO counters SELECT g, 0 FROM generate_series(1, 50) g;"
+        ),
+    );
+    (src, dst)
+}
+
+fn same(src: &Cluster, dst: &Cluster) -> bool {
+    TABLES.iter().all(|t| {
+        dst.try_sql("replica", &format!("SELECT 1 FROM {t} LIMIT 1")).is_ok() && src.dump("app", t) == dst.dump("replica", t)
+    })
+}
+
+fn assert_same(src: &Cluster, dst: &Cluster) {
+    for t in TABLES {
+        let (a, b) = (src.dump("app", t), dst.dump("replica", t));
+        assert!(a == b, "{t} differs: source {} rows, target {} rows", a.lines().count(), b.lines().count());
+    }
+}
+
+/// Writes transactions of inserts, updates and deletes until stopped.
+fn write_load(src: &Cluster, stop: Arc<AtomicBool>, max_iterations: u32) -> u32 {
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) && i < max_iterations {
+        i += 1;
+        src.sql(
+            "app",
+            &format!(
+                "BEGIN;
+                 INSERT INTO log_no_key VALUES ({k}, 'txn {i}'), ({k}, 'txn {i}');
+                 UPDATE counters SET c = c + 1 WHERE id = {c};
+                 UPDATE big SET v = 'changed {i}' WHERE id = {i} * 7;
+                 DELETE FROM big WHERE id = {i} * 11;
+                 INSERT INTO big VALUES (1000000 + {i}, 'new', {i}, NULL);
+                 DELETE FROM log_no_key WHERE ctid = (SELECT ctid FROM log_no_key WHERE k = {k} LIMIT 1);
+                 COMMIT;",
+                k = i % 10,
+                c = i % 50 + 1
+            ),
+        );
+    }
+    i
+}
+
+#[test]
+fn kill_during_snapshot_then_restart_is_exact() {
+    let (src, dst) = setup(400_000);
+    let work = std::env::temp_dir().join(format!("culvert-e2e-crash-snap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let pipeline = pipeline_toml("crashsnap", src.port, "app", dst.port, "replica", &["public.*"], &work.join("buffer"));
+    let mut agent = Agent::run(&work, &pipeline, &[]);
+    agent.wait_until(120, "the snapshot to start landing", || {
+        dst.try_sql("replica", "SELECT count(*) FROM big").map(|n| n.parse::<u64>().unwrap_or(0) > 0).unwrap_or(false)
+    });
+    let copied: u64 = dst.sql("replica", "SELECT count(*) FROM big").parse().unwrap();
+    agent.kill9();
+    assert!(copied < 400_000, "the kill should land mid-snapshot (copied {copied})");
+    src.sql("app", "INSERT INTO big VALUES (2000000, 'written while the agent was down', 1, NULL)");
+    let mut agent = Agent::run(&work, &pipeline, &[]);
+    agent.wait_until(180, "the replica to match after restart", || same(&src, &dst));
+    assert_same(&src, &dst);
+}
+
+#[test]
+fn kill_during_changes_then_restart_loses_and_doubles_nothing() {
+    let (src, dst) = setup(20_000);
+    let work = std::env::temp_dir().join(format!("culvert-e2e-crash-cdc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let pipeline = pipeline_toml("crashcdc", src.port, "app", dst.port, "replica", &["public.*"], &work.join("buffer"));
+    let mut agent = Agent::run(&work, &pipeline, &[]);
+    agent.wait_until(120, "the snapshot", || same(&src, &dst));
+    std::thread::scope(|s| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = s.spawn({
+            let stop = stop.clone();
+            let src = &src;
+            move || write_load(src, stop, 400)
+        });
+        for _ in 0..3 {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            agent.kill9();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            agent = Agent::run(&work, &pipeline, &[]);
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(load.join().unwrap() > 10, "the load ran");
+    });
+    agent.wait_until(180, "the replica to catch up", || same(&src, &dst));
+    assert_same(&src, &dst);
+}
