@@ -100,17 +100,30 @@ impl Batch {
         let n = r.u32()? as usize;
         let mut tables = Vec::with_capacity(n.min(4096));
         for _ in 0..n {
-            let namespace = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| SegmentError("bad name"))?;
-            let name = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| SegmentError("bad name"))?;
+            let namespace =
+                String::from_utf8(r.bytes()?.to_vec()).map_err(|_| SegmentError("bad name"))?;
+            let name =
+                String::from_utf8(r.bytes()?.to_vec()).map_err(|_| SegmentError("bad name"))?;
             let first_of_table = r.take(1)?[0] != 0;
             let row_count = r.u32()?;
             let ipc = r.bytes()?.to_vec();
-            tables.push(TableRows { namespace, name, first_of_table, row_count, ipc });
+            tables.push(TableRows {
+                namespace,
+                name,
+                first_of_table,
+                row_count,
+                ipc,
+            });
         }
         if r.at != bytes.len() {
             return Err(SegmentError("trailing bytes"));
         }
-        Ok(Batch { kind, position, tables, lag_bytes })
+        Ok(Batch {
+            kind,
+            position,
+            tables,
+            lag_bytes,
+        })
     }
 }
 
@@ -126,18 +139,26 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], SegmentError> {
-        let end = self.at.checked_add(n).filter(|e| *e <= self.bytes.len()).ok_or(SegmentError("truncated"))?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|e| *e <= self.bytes.len())
+            .ok_or(SegmentError("truncated"))?;
         let out = &self.bytes[self.at..end];
         self.at = end;
         Ok(out)
     }
 
     fn u32(&mut self) -> Result<u32, SegmentError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn u64(&mut self) -> Result<u64, SegmentError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], SegmentError> {
@@ -187,7 +208,10 @@ impl From<Batch> for destination::culvert::connector::types::Batch {
                 .tables
                 .into_iter()
                 .map(|t| d::TableRows {
-                    table: d::TableRef { namespace: t.namespace, name: t.name },
+                    table: d::TableRef {
+                        namespace: t.namespace,
+                        name: t.name,
+                    },
                     first_of_table: t.first_of_table,
                     row_count: t.row_count,
                     ipc: t.ipc,

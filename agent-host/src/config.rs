@@ -48,7 +48,10 @@ fn take_str(t: &mut toml::Table, key: &str, section: &str) -> Result<Option<Stri
     match t.remove(key) {
         None => Ok(None),
         Some(toml::Value::String(s)) => Ok(Some(s)),
-        Some(other) => bail!("`{section}.{key}` must be a string, not {}", other.type_str()),
+        Some(other) => bail!(
+            "`{section}.{key}` must be a string, not {}",
+            other.type_str()
+        ),
     }
 }
 
@@ -56,7 +59,9 @@ fn parse_endpoint(s: &str, section: &str) -> Result<(String, u16)> {
     let (host, port) = s
         .rsplit_once(':')
         .with_context(|| format!("`{section}.egress` entry `{s}` must be host:port"))?;
-    let port = port.parse().with_context(|| format!("`{section}.egress` entry `{s}` has an invalid port"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("`{section}.egress` entry `{s}` has an invalid port"))?;
     Ok((host.to_string(), port))
 }
 
@@ -66,15 +71,21 @@ fn section(root: &mut toml::Table, key: &str, defaults: &Limits) -> Result<Conne
         Some(_) => bail!("`{key}` must be a table ([{key}])"),
         None => bail!("missing [{key}] section"),
     };
-    let connector = take_str(&mut t, "connector", key)?
-        .with_context(|| format!("`{key}.connector` is required, for example connector = \"postgres-{}\"", if key == "source" { "source" } else { "target" }))?;
+    let connector = take_str(&mut t, "connector", key)?.with_context(|| {
+        format!(
+            "`{key}.connector` is required, for example connector = \"postgres-{}\"",
+            if key == "source" { "source" } else { "target" }
+        )
+    })?;
     let limits = match t.remove("limits") {
         Some(v) => {
             let mut merged = toml::Table::try_from(defaults).unwrap_or_default();
             if let toml::Value::Table(over) = v {
                 merged.extend(over);
             }
-            toml::Value::Table(merged).try_into().with_context(|| format!("invalid `{key}.limits`"))?
+            toml::Value::Table(merged)
+                .try_into()
+                .with_context(|| format!("invalid `{key}.limits`"))?
         }
         None => *defaults,
     };
@@ -82,7 +93,11 @@ fn section(root: &mut toml::Table, key: &str, defaults: &Limits) -> Result<Conne
         None => Vec::new(),
         Some(toml::Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().with_context(|| format!("`{key}.egress` entries must be strings")).and_then(|s| parse_endpoint(s, key)))
+            .map(|v| {
+                v.as_str()
+                    .with_context(|| format!("`{key}.egress` entries must be strings"))
+                    .and_then(|s| parse_endpoint(s, key))
+            })
             .collect::<Result<_>>()?,
         Some(_) => bail!("`{key}.egress` must be an array of \"host:port\" strings"),
     };
@@ -90,7 +105,12 @@ fn section(root: &mut toml::Table, key: &str, defaults: &Limits) -> Result<Conne
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    Ok(ConnectorSection { connector, settings, egress, limits })
+    Ok(ConnectorSection {
+        connector,
+        settings,
+        egress,
+        limits,
+    })
 }
 
 impl serde::Serialize for Limits {
@@ -107,16 +127,27 @@ impl serde::Serialize for Limits {
 impl PipelineConfig {
     /// Read and validate a pipeline file.
     pub fn load(path: &Path) -> Result<PipelineConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read pipeline file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read pipeline file {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("pipeline file {}", path.display()))
     }
 
     /// Parse pipeline TOML.
     pub fn parse(text: &str) -> Result<PipelineConfig> {
-        let mut root: toml::Table = text.parse().map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.to_string().trim()))?;
-        let name = take_str(&mut root, "name", "pipeline")?.context("`name` is required, for example name = \"orders\"")?;
-        if name.is_empty() || name.len() > 48 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            bail!("`name` must be 1 to 48 letters, digits, `_` or `-` (it names the replication slot); got `{name}`");
+        let mut root: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.to_string().trim()))?;
+        let name = take_str(&mut root, "name", "pipeline")?
+            .context("`name` is required, for example name = \"orders\"")?;
+        if name.is_empty()
+            || name.len() > 48
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            bail!(
+                "`name` must be 1 to 48 letters, digits, `_` or `-` (it names the replication slot); got `{name}`"
+            );
         }
         let defaults: Limits = match root.remove("limits") {
             Some(v) => v.try_into().context("invalid [limits]")?,
@@ -151,9 +182,18 @@ impl PipelineConfig {
         // The slot and publication default to the pipeline name, so two pipelines never share one.
         let slot_name = name.replace('-', "_").to_ascii_lowercase();
         for key in ["slot", "publication"] {
-            source.settings.entry(key).or_insert_with(|| Value::String(format!("culvert_{slot_name}")));
+            source
+                .settings
+                .entry(key)
+                .or_insert_with(|| Value::String(format!("culvert_{slot_name}")));
         }
-        Ok(PipelineConfig { name, source, target, buffer, batch_rows })
+        Ok(PipelineConfig {
+            name,
+            source,
+            target,
+            buffer,
+            batch_rows,
+        })
     }
 }
 
@@ -195,9 +235,11 @@ url = "file:///tmp/x"
 
     #[test]
     fn errors_name_the_problem() {
-        let e = PipelineConfig::parse(&GOOD.replace("name = \"orders\"", "name = \"bad name\"")).unwrap_err();
+        let e = PipelineConfig::parse(&GOOD.replace("name = \"orders\"", "name = \"bad name\""))
+            .unwrap_err();
         assert!(e.to_string().contains("`name` must be"), "{e}");
-        let e = PipelineConfig::parse(&GOOD.replace("[buffer]\nurl = \"file:///tmp/x\"", "")).unwrap_err();
+        let e = PipelineConfig::parse(&GOOD.replace("[buffer]\nurl = \"file:///tmp/x\"", ""))
+            .unwrap_err();
         assert!(e.to_string().contains("[buffer]"), "{e}");
         let e = PipelineConfig::parse(&format!("{GOOD}\nextra = 1")).unwrap_err();
         assert!(e.to_string().contains("unknown key `extra`"), "{e}");

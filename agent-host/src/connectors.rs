@@ -20,7 +20,8 @@ pub fn load(name: &str) -> Result<Vec<u8>> {
         return Ok(bytes.to_vec());
     }
     if name.ends_with(".wasm") || name.contains('/') {
-        return std::fs::read(name).with_context(|| format!("cannot read connector component `{name}`"));
+        return std::fs::read(name)
+            .with_context(|| format!("cannot read connector component `{name}`"));
     }
     bail!(
         "unknown connector `{name}`: use a first-party connector ({}) or a path to a .wasm component",

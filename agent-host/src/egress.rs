@@ -24,27 +24,47 @@ impl Egress {
 
     /// Add one endpoint.
     pub fn allow(&self, host: &str, port: u16) {
-        match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        match host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
             Ok(ip) => {
-                self.allowed.lock().expect("egress lock").insert(SocketAddr::new(canonical(ip), port));
+                self.allowed
+                    .lock()
+                    .expect("egress lock")
+                    .insert(SocketAddr::new(canonical(ip), port));
             }
-            Err(_) => self.names.lock().expect("egress lock").push((host.to_ascii_lowercase(), port)),
+            Err(_) => self
+                .names
+                .lock()
+                .expect("egress lock")
+                .push((host.to_ascii_lowercase(), port)),
         }
     }
 
     /// Whether a TCP connection to `addr` is allowed.
     pub fn allows(&self, addr: SocketAddr) -> bool {
         let allowed = self.allowed.lock().expect("egress lock");
-        allowed.contains(&addr) || allowed.contains(&SocketAddr::new(canonical(addr.ip()), addr.port()))
+        allowed.contains(&addr)
+            || allowed.contains(&SocketAddr::new(canonical(addr.ip()), addr.port()))
     }
 
     /// Resolve an allowed name and allow its addresses on the configured ports.
     pub async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, String> {
         let lower = name.to_ascii_lowercase();
-        let ports: Vec<u16> =
-            self.names.lock().expect("egress lock").iter().filter(|(n, _)| *n == lower).map(|(_, p)| *p).collect();
+        let ports: Vec<u16> = self
+            .names
+            .lock()
+            .expect("egress lock")
+            .iter()
+            .filter(|(n, _)| *n == lower)
+            .map(|(_, p)| *p)
+            .collect();
         if ports.is_empty() {
-            return Err(format!("`{name}` is not in this pipeline's egress allow-list"));
+            return Err(format!(
+                "`{name}` is not in this pipeline's egress allow-list"
+            ));
         }
         let ips: Vec<IpAddr> = tokio::net::lookup_host((lower.as_str(), 0))
             .await

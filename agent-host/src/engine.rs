@@ -26,7 +26,8 @@ impl ConnectorEngine {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let engine = Engine::new(&config).map_err(|e| anyhow!("creating the WebAssembly engine: {e}"))?;
+        let engine =
+            Engine::new(&config).map_err(|e| anyhow!("creating the WebAssembly engine: {e}"))?;
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("culvert-epoch".into())
@@ -40,7 +41,10 @@ impl ConnectorEngine {
             .context("starting the epoch ticker")?;
         std::fs::create_dir_all(cache_dir)
             .with_context(|| format!("creating component cache {}", cache_dir.display()))?;
-        Ok(ConnectorEngine { engine, cache_dir: cache_dir.to_path_buf() })
+        Ok(ConnectorEngine {
+            engine,
+            cache_dir: cache_dir.to_path_buf(),
+        })
     }
 
     /// The wasmtime engine.
@@ -52,7 +56,10 @@ impl ConnectorEngine {
     pub fn load(&self, name: &str, wasm: &[u8]) -> Result<Arc<Component>> {
         let digest = hex::encode(Sha256::digest(wasm));
         let mut compat = Sha256::new();
-        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut HashWriter(&mut compat));
+        std::hash::Hash::hash(
+            &self.engine.precompile_compatibility_hash(),
+            &mut HashWriter(&mut compat),
+        );
         let compat = hex::encode(&compat.finalize()[..8]);
         let path = self.cache_dir.join(format!("{digest}-{compat}.cwasm"));
         if path.exists() {

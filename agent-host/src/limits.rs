@@ -45,7 +45,9 @@ pub const TICK_MS: u64 = 10;
 impl Limits {
     /// CPU budget of one call in epoch ticks.
     pub fn cpu_ticks(&self) -> u64 {
-        ((self.cpu_seconds_per_call * 1000.0) / TICK_MS as f64).ceil().max(1.0) as u64
+        ((self.cpu_seconds_per_call * 1000.0) / TICK_MS as f64)
+            .ceil()
+            .max(1.0) as u64
     }
 
     /// Memory cap in bytes.

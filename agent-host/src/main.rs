@@ -8,15 +8,19 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use culvert_agent_host::config::PipelineConfig;
+use culvert_agent_host::connectors;
 use culvert_agent_host::engine::ConnectorEngine;
 use culvert_agent_host::metrics::{self, Metrics};
 use culvert_agent_host::pipeline::{self, Sides};
 use culvert_agent_host::progress::{self, Progress};
-use culvert_agent_host::connectors;
 use tokio::sync::watch;
 
 #[derive(Parser)]
-#[command(name = "culvert-agent", version, about = "Runs Culvert replication pipelines")]
+#[command(
+    name = "culvert-agent",
+    version,
+    about = "Runs Culvert replication pipelines"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
@@ -53,8 +57,9 @@ enum Command {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CULVERT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CULVERT_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -107,7 +112,11 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Run { pipeline, metrics_addr, progress_every } => {
+        Command::Run {
+            pipeline,
+            metrics_addr,
+            progress_every,
+        } => {
             let cfg = PipelineConfig::load(&pipeline)?;
             let name = cfg.name.clone();
             let metrics = Metrics::new();
@@ -125,7 +134,11 @@ async fn run(cli: Cli) -> Result<()> {
             let sides = Arc::new(Sides::load(cfg, engine(cli.cache_dir)?, metrics.clone())?);
             let progress = Arc::new(Progress::default());
             if progress_every > 0 {
-                tokio::spawn(progress::report(name.clone(), progress.clone(), Duration::from_secs(progress_every)));
+                tokio::spawn(progress::report(
+                    name.clone(),
+                    progress.clone(),
+                    Duration::from_secs(progress_every),
+                ));
             }
             let (tx, rx) = watch::channel(false);
             tokio::spawn(shutdown_signal(tx));
@@ -139,7 +152,10 @@ async fn run(cli: Cli) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

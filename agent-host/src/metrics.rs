@@ -76,20 +76,47 @@ impl Metrics {
             connector_counters: Family::default(),
             connector_gauges: Family::default(),
         };
-        registry.register("rows", "Rows read by sources or applied by targets", m.rows.clone());
+        registry.register(
+            "rows",
+            "Rows read by sources or applied by targets",
+            m.rows.clone(),
+        );
         registry.register("bytes", "Arrow IPC bytes read or applied", m.bytes.clone());
         registry.register("batches", "Batches read or applied", m.batches.clone());
-        registry.register("buffer_bytes", "Bytes buffered between source and target", m.buffer_bytes.clone());
-        registry.register("replication_lag_bytes", "Source log not yet read, in bytes", m.lag_bytes.clone());
+        registry.register(
+            "buffer_bytes",
+            "Bytes buffered between source and target",
+            m.buffer_bytes.clone(),
+        );
+        registry.register(
+            "replication_lag_bytes",
+            "Source log not yet read, in bytes",
+            m.lag_bytes.clone(),
+        );
         registry.register(
             "replication_lag_seconds",
             "Age of the newest batch the target committed when it was committed",
             m.lag_seconds.clone(),
         );
-        registry.register("errors", "Errors that failed or retried a stage", m.errors.clone());
-        registry.register("connector", "Counters reported by connectors", m.connector_counters.clone());
-        registry.register("connector_gauge", "Gauges reported by connectors", m.connector_gauges.clone());
-        Metrics { registry: Arc::new(registry), ..m }
+        registry.register(
+            "errors",
+            "Errors that failed or retried a stage",
+            m.errors.clone(),
+        );
+        registry.register(
+            "connector",
+            "Counters reported by connectors",
+            m.connector_counters.clone(),
+        );
+        registry.register(
+            "connector_gauge",
+            "Gauges reported by connectors",
+            m.connector_gauges.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            ..m
+        }
     }
 
     /// The text exposition format.
@@ -101,7 +128,11 @@ impl Metrics {
 
     /// A handle for one connector instance.
     pub fn connector(&self, pipeline: &str, connector: &str) -> ConnectorMetrics {
-        ConnectorMetrics { metrics: self.clone(), pipeline: pipeline.to_string(), connector: connector.to_string() }
+        ConnectorMetrics {
+            metrics: self.clone(),
+            pipeline: pipeline.to_string(),
+            connector: connector.to_string(),
+        }
     }
 }
 
@@ -122,27 +153,49 @@ pub struct ConnectorMetrics {
 const MAX_NAME: usize = 64;
 
 fn clean(name: &str) -> String {
-    name.chars().take(MAX_NAME).map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    name.chars()
+        .take(MAX_NAME)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl ConnectorMetrics {
     fn labels(&self, name: &str) -> ConnectorLabels {
-        ConnectorLabels { pipeline: self.pipeline.clone(), connector: self.connector.clone(), name: clean(name) }
+        ConnectorLabels {
+            pipeline: self.pipeline.clone(),
+            connector: self.connector.clone(),
+            name: clean(name),
+        }
     }
 
     /// Add to a connector counter.
     pub fn counter_add(&self, name: &str, value: u64) {
-        self.metrics.connector_counters.get_or_create(&self.labels(name)).inc_by(value);
+        self.metrics
+            .connector_counters
+            .get_or_create(&self.labels(name))
+            .inc_by(value);
     }
 
     /// Set a connector gauge.
     pub fn gauge_set(&self, name: &str, value: f64) {
-        self.metrics.connector_gauges.get_or_create(&self.labels(name)).set(value);
+        self.metrics
+            .connector_gauges
+            .get_or_create(&self.labels(name))
+            .set(value);
     }
 
     /// Read a connector gauge (0 when never set).
     pub fn gauge(&self, name: &str) -> f64 {
-        self.metrics.connector_gauges.get_or_create(&self.labels(name)).get()
+        self.metrics
+            .connector_gauges
+            .get_or_create(&self.labels(name))
+            .get()
     }
 }
 
@@ -154,7 +207,13 @@ pub async fn serve(metrics: Metrics, addr: std::net::SocketAddr) -> anyhow::Resu
         get(move || {
             let m = metrics.clone();
             async move {
-                ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render())
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.render(),
+                )
             }
         }),
     );

@@ -35,16 +35,25 @@ pub struct StageError {
 
 fn source_error(label: &str, e: SourceError) -> StageError {
     use source::culvert::connector::types::ErrorKind as K;
-    StageError { retryable: matches!(e.kind, K::Connection), message: format!("source `{label}`: {}", e.message) }
+    StageError {
+        retryable: matches!(e.kind, K::Connection),
+        message: format!("source `{label}`: {}", e.message),
+    }
 }
 
 fn target_error(label: &str, e: TargetError) -> StageError {
     use destination::culvert::connector::types::ErrorKind as K;
-    StageError { retryable: matches!(e.kind, K::Connection), message: format!("target `{label}`: {}", e.message) }
+    StageError {
+        retryable: matches!(e.kind, K::Connection),
+        message: format!("target `{label}`: {}", e.message),
+    }
 }
 
 fn sandbox_error(e: crate::sandbox::SandboxError) -> StageError {
-    StageError { message: e.to_string(), retryable: false }
+    StageError {
+        message: e.to_string(),
+        retryable: false,
+    }
 }
 
 fn settings_json(section: &ConnectorSection) -> String {
@@ -55,10 +64,15 @@ fn settings_json(section: &ConnectorSection) -> String {
 fn egress_for(section: &ConnectorSection, spec: &str) -> Arc<Egress> {
     let egress = Egress::new(&section.egress);
     if let Some(host) = section.settings.get("host").and_then(Value::as_str) {
-        let default_port = serde_json::from_str::<Value>(spec)
-            .ok()
-            .and_then(|s| s.pointer("/properties/port/default").and_then(Value::as_u64));
-        let port = section.settings.get("port").and_then(Value::as_u64).or(default_port);
+        let default_port = serde_json::from_str::<Value>(spec).ok().and_then(|s| {
+            s.pointer("/properties/port/default")
+                .and_then(Value::as_u64)
+        });
+        let port = section
+            .settings
+            .get("port")
+            .and_then(Value::as_u64)
+            .or(default_port);
         if let Some(port) = port.and_then(|p| u16::try_from(p).ok()) {
             egress.allow(host, port);
         }
@@ -92,9 +106,21 @@ pub struct Sides {
 impl Sides {
     /// Load both components.
     pub fn load(cfg: PipelineConfig, engine: ConnectorEngine, metrics: Metrics) -> Result<Sides> {
-        let source_component = engine.load(&cfg.source.connector, &connectors::load(&cfg.source.connector)?)?;
-        let target_component = engine.load(&cfg.target.connector, &connectors::load(&cfg.target.connector)?)?;
-        Ok(Sides { cfg, engine, metrics, source_component, target_component })
+        let source_component = engine.load(
+            &cfg.source.connector,
+            &connectors::load(&cfg.source.connector)?,
+        )?;
+        let target_component = engine.load(
+            &cfg.target.connector,
+            &connectors::load(&cfg.target.connector)?,
+        )?;
+        Ok(Sides {
+            cfg,
+            engine,
+            metrics,
+            source_component,
+            target_component,
+        })
     }
 
     async fn source_instance(&self) -> Result<Instance<source::Source>> {
@@ -110,7 +136,9 @@ impl Sides {
         )
         .await?;
         let spec = inst
-            .call("spec", |s, w| w.culvert_connector_source_connector().call_spec(s))
+            .call("spec", |s, w| {
+                w.culvert_connector_source_connector().call_spec(s)
+            })
             .await
             .map_err(|e| anyhow!(e))?;
         let egress = egress_for(&self.cfg.source, &spec);
@@ -138,7 +166,9 @@ impl Sides {
         )
         .await?;
         let spec = inst
-            .call("spec", |s, w| w.culvert_connector_destination_connector().call_spec(s))
+            .call("spec", |s, w| {
+                w.culvert_connector_destination_connector().call_spec(s)
+            })
             .await
             .map_err(|e| anyhow!(e))?;
         instantiate_destination(
@@ -155,7 +185,10 @@ impl Sides {
     /// Open the source's reader, resuming after `resume`.
     pub async fn open_source(&self, resume: Option<Vec<u8>>) -> Result<SourceSide, StageError> {
         let label = self.cfg.source.connector.clone();
-        let mut inst = self.source_instance().await.map_err(|e| StageError { message: format!("{e:#}"), retryable: false })?;
+        let mut inst = self.source_instance().await.map_err(|e| StageError {
+            message: format!("{e:#}"),
+            retryable: false,
+        })?;
         let config = settings_json(&self.cfg.source);
         let selection: Vec<String> = self
             .cfg
@@ -163,28 +196,53 @@ impl Sides {
             .settings
             .get("tables")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         let reader = inst
-            .call("open", |s, w| async move { w.culvert_connector_source_connector().reader().call_open(s, &config, &selection, resume.as_deref()).await })
+            .call("open", |s, w| async move {
+                w.culvert_connector_source_connector()
+                    .reader()
+                    .call_open(s, &config, &selection, resume.as_deref())
+                    .await
+            })
             .await
             .map_err(sandbox_error)?
             .map_err(|e| source_error(&label, e))?;
-        Ok(SourceSide { inst, reader, label })
+        Ok(SourceSide {
+            inst,
+            reader,
+            label,
+        })
     }
 
     /// Open the target's writer.
     pub async fn open_target(&self) -> Result<TargetSide, StageError> {
         let label = self.cfg.target.connector.clone();
-        let mut inst = self.target_instance().await.map_err(|e| StageError { message: format!("{e:#}"), retryable: false })?;
+        let mut inst = self.target_instance().await.map_err(|e| StageError {
+            message: format!("{e:#}"),
+            retryable: false,
+        })?;
         let config = settings_json(&self.cfg.target);
         let name = self.cfg.name.clone();
         let writer = inst
-            .call("open", |s, w| async move { w.culvert_connector_destination_connector().writer().call_open(s, &config, &name).await })
+            .call("open", |s, w| async move {
+                w.culvert_connector_destination_connector()
+                    .writer()
+                    .call_open(s, &config, &name)
+                    .await
+            })
             .await
             .map_err(sandbox_error)?
             .map_err(|e| target_error(&label, e))?;
-        Ok(TargetSide { inst, writer, label })
+        Ok(TargetSide {
+            inst,
+            writer,
+            label,
+        })
     }
 
     /// Run `check` on both sides and return `(side, name, ok, message)` lines.
@@ -193,7 +251,10 @@ impl Sides {
         let mut src = self.source_instance().await?;
         let config = settings_json(&self.cfg.source);
         for r in src
-            .call("check", |s, w| w.culvert_connector_source_connector().call_check(s, &config))
+            .call("check", |s, w| {
+                w.culvert_connector_source_connector()
+                    .call_check(s, &config)
+            })
             .await
             .map_err(|e| anyhow!(e))?
         {
@@ -202,7 +263,10 @@ impl Sides {
         let mut tgt = self.target_instance().await?;
         let config = settings_json(&self.cfg.target);
         for r in tgt
-            .call("check", |s, w| w.culvert_connector_destination_connector().call_check(s, &config))
+            .call("check", |s, w| {
+                w.culvert_connector_destination_connector()
+                    .call_check(s, &config)
+            })
             .await
             .map_err(|e| anyhow!(e))?
         {
@@ -218,7 +282,12 @@ impl SourceSide {
         let label = self.label.clone();
         let batch = self
             .inst
-            .call("next", |s, w| async move { w.culvert_connector_source_connector().reader().call_next(s, reader, max_rows).await })
+            .call("next", |s, w| async move {
+                w.culvert_connector_source_connector()
+                    .reader()
+                    .call_next(s, reader, max_rows)
+                    .await
+            })
             .await
             .map_err(sandbox_error)?
             .map_err(|e| source_error(&label, e))?;
@@ -229,7 +298,12 @@ impl SourceSide {
         let reader = self.reader;
         let label = self.label.clone();
         self.inst
-            .call("ack", |s, w| async move { w.culvert_connector_source_connector().reader().call_ack(s, reader, position).await })
+            .call("ack", |s, w| async move {
+                w.culvert_connector_source_connector()
+                    .reader()
+                    .call_ack(s, reader, position)
+                    .await
+            })
             .await
             .map_err(sandbox_error)?
             .map_err(|e| source_error(&label, e))
@@ -241,7 +315,12 @@ impl TargetSide {
         let writer = self.writer;
         let label = self.label.clone();
         self.inst
-            .call("committed", |s, w| async move { w.culvert_connector_destination_connector().writer().call_committed(s, writer).await })
+            .call("committed", |s, w| async move {
+                w.culvert_connector_destination_connector()
+                    .writer()
+                    .call_committed(s, writer)
+                    .await
+            })
             .await
             .map_err(sandbox_error)?
             .map_err(|e| target_error(&label, e))
@@ -252,7 +331,12 @@ impl TargetSide {
         let label = self.label.clone();
         let batch: destination::culvert::connector::types::Batch = batch.into();
         self.inst
-            .call("apply", |s, w| async move { w.culvert_connector_destination_connector().writer().call_apply(s, writer, &batch).await })
+            .call("apply", |s, w| async move {
+                w.culvert_connector_destination_connector()
+                    .writer()
+                    .call_apply(s, writer, &batch)
+                    .await
+            })
             .await
             .map_err(sandbox_error)?
             .map_err(|e| target_error(&label, e))
@@ -276,7 +360,10 @@ pub async fn run(
     let mut target = sides.open_target().await.map_err(|e| anyhow!(e.message))?;
     let committed = target.committed().await.map_err(|e| anyhow!(e.message))?;
     let buffer = Buffer::new(SegmentStore::open(&cfg.buffer.url)?, cfg.buffer.max_bytes);
-    let recovered = buffer.recover(committed.as_deref()).await.context("recovering the buffer")?;
+    let recovered = buffer
+        .recover(committed.as_deref())
+        .await
+        .context("recovering the buffer")?;
     let resume = recovered.last_position.clone().or(committed.clone());
     tracing::info!(
         pipeline = %cfg.name,
@@ -284,7 +371,10 @@ pub async fn run(
         buffered_segments = recovered.segments,
         "resuming"
     );
-    let source = sides.open_source(resume.clone()).await.map_err(|e| anyhow!(e.message))?;
+    let source = sides
+        .open_source(resume.clone())
+        .await
+        .map_err(|e| anyhow!(e.message))?;
     let (committed_tx, committed_rx) = watch::channel(committed);
     let src = tokio::spawn(source_loop(
         sides.clone(),
@@ -296,7 +386,15 @@ pub async fn run(
         metrics.clone(),
         progress.clone(),
     ));
-    let tgt = tokio::spawn(target_loop(sides.clone(), target, buffer, committed_tx, shutdown.clone(), metrics, progress));
+    let tgt = tokio::spawn(target_loop(
+        sides.clone(),
+        target,
+        buffer,
+        committed_tx,
+        shutdown.clone(),
+        metrics,
+        progress,
+    ));
     let (src, tgt) = (abort_on_drop(src), abort_on_drop(tgt));
     tokio::select! {
         r = flatten(src.0) => { r?; }
@@ -339,8 +437,13 @@ async fn source_loop(
     progress: Arc<Progress>,
 ) -> Result<()> {
     let cfg = &sides.cfg;
-    let labels = StageLabels { pipeline: cfg.name.clone(), stage: "source".into() };
-    let pipeline = PipelineLabels { pipeline: cfg.name.clone() };
+    let labels = StageLabels {
+        pipeline: cfg.name.clone(),
+        stage: "source".into(),
+    };
+    let pipeline = PipelineLabels {
+        pipeline: cfg.name.clone(),
+    };
     let source_metrics = metrics.connector(&cfg.name, &cfg.source.connector);
     let mut attempt = 0u32;
     let mut last_ack = tokio::time::Instant::now();
@@ -358,12 +461,20 @@ async fn source_loop(
                         Kind::Snapshot => progress.set_phase("snapshot"),
                         _ => progress.set_phase("streaming"),
                     }
-                    buffer.append(&batch).await.context("appending to the buffer")?;
+                    buffer
+                        .append(&batch)
+                        .await
+                        .context("appending to the buffer")?;
                     metrics.rows.get_or_create(&labels).inc_by(batch.rows());
                     metrics.bytes.get_or_create(&labels).inc_by(batch.bytes());
                     metrics.batches.get_or_create(&labels).inc();
-                    metrics.lag_bytes.get_or_create(&pipeline).set(batch.lag_bytes as i64);
-                    progress.rows_read.fetch_add(batch.rows(), Ordering::Relaxed);
+                    metrics
+                        .lag_bytes
+                        .get_or_create(&pipeline)
+                        .set(batch.lag_bytes as i64);
+                    progress
+                        .rows_read
+                        .fetch_add(batch.rows(), Ordering::Relaxed);
                     progress.lag_bytes.store(batch.lag_bytes, Ordering::Relaxed);
                     position = Some(batch.position);
                     attempt = 0;
@@ -376,7 +487,8 @@ async fn source_loop(
         if total > 0.0 {
             progress.tables_total.store(total as u64, Ordering::Relaxed);
         }
-        let ack_due = committed.has_changed().unwrap_or(false) || last_ack.elapsed() >= Duration::from_secs(10);
+        let ack_due = committed.has_changed().unwrap_or(false)
+            || last_ack.elapsed() >= Duration::from_secs(10);
         if step.is_ok() && ack_due {
             let done = committed.borrow_and_update().clone();
             if let Some(done) = done {
@@ -396,7 +508,9 @@ async fn source_loop(
             tokio::time::sleep(wait).await;
             match sides.open_source(position.clone()).await {
                 Ok(s) => source = s,
-                Err(e) if e.retryable => tracing::warn!(pipeline = %cfg.name, error = %e.message, "source still unavailable"),
+                Err(e) if e.retryable => {
+                    tracing::warn!(pipeline = %cfg.name, error = %e.message, "source still unavailable")
+                }
                 Err(e) => bail!("{}", e.message),
             }
         }
@@ -413,17 +527,27 @@ async fn target_loop(
     progress: Arc<Progress>,
 ) -> Result<()> {
     let cfg = &sides.cfg;
-    let labels = StageLabels { pipeline: cfg.name.clone(), stage: "target".into() };
-    let pipeline = PipelineLabels { pipeline: cfg.name.clone() };
+    let labels = StageLabels {
+        pipeline: cfg.name.clone(),
+        stage: "target".into(),
+    };
+    let pipeline = PipelineLabels {
+        pipeline: cfg.name.clone(),
+    };
     let mut attempt = 0u32;
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
         let bytes = buffer.bytes().await;
-        metrics.buffer_bytes.get_or_create(&pipeline).set(bytes as i64);
+        metrics
+            .buffer_bytes
+            .get_or_create(&pipeline)
+            .set(bytes as i64);
         progress.buffer_bytes.store(bytes, Ordering::Relaxed);
-        let Some((seq, batch)) = buffer.next(Duration::from_millis(500)).await? else { continue };
+        let Some((seq, batch)) = buffer.next(Duration::from_millis(500)).await? else {
+            continue;
+        };
         let rows = batch.rows();
         let size = batch.bytes();
         let started = batch.tables.iter().filter(|t| t.first_of_table).count() as u64;
@@ -435,7 +559,9 @@ async fn target_loop(
                 metrics.bytes.get_or_create(&labels).inc_by(size);
                 metrics.batches.get_or_create(&labels).inc();
                 progress.rows_applied.fetch_add(rows, Ordering::Relaxed);
-                progress.tables_started.fetch_add(started, Ordering::Relaxed);
+                progress
+                    .tables_started
+                    .fetch_add(started, Ordering::Relaxed);
                 attempt = 0;
             }
             Err(e) => {
@@ -449,7 +575,9 @@ async fn target_loop(
                 tokio::time::sleep(wait).await;
                 match sides.open_target().await {
                     Ok(t) => target = t,
-                    Err(e) if e.retryable => tracing::warn!(pipeline = %cfg.name, error = %e.message, "target still unavailable"),
+                    Err(e) if e.retryable => {
+                        tracing::warn!(pipeline = %cfg.name, error = %e.message, "target still unavailable")
+                    }
                     Err(e) => bail!("{}", e.message),
                 }
                 buffer.rewind().await;

@@ -48,7 +48,11 @@ pub async fn report(name: String, progress: std::sync::Arc<Progress>, every: Dur
         last = Instant::now();
         let total = progress.tables_total.load(Ordering::Relaxed);
         let tables = if total > 0 {
-            format!(" tables={}/{}", progress.tables_started.load(Ordering::Relaxed).min(total), total)
+            format!(
+                " tables={}/{}",
+                progress.tables_started.load(Ordering::Relaxed).min(total),
+                total
+            )
         } else {
             String::new()
         };

@@ -22,7 +22,9 @@ use crate::metrics::ConnectorMetrics;
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     /// The guest ran longer than its CPU budget.
-    #[error("connector `{connector}` exceeded its CPU limit of {seconds} s in one call (limits.cpu_seconds_per_call)")]
+    #[error(
+        "connector `{connector}` exceeded its CPU limit of {seconds} s in one call (limits.cpu_seconds_per_call)"
+    )]
     CpuLimit {
         /// Connector label.
         connector: String,
@@ -38,7 +40,9 @@ pub enum SandboxError {
         mib: u64,
     },
     /// The call took longer than its wall-clock limit.
-    #[error("connector `{connector}` did not return from `{call}` within {seconds} s (limits.call_timeout_seconds)")]
+    #[error(
+        "connector `{connector}` did not return from `{call}` within {seconds} s (limits.call_timeout_seconds)"
+    )]
     Timeout {
         /// Connector label.
         connector: String,
@@ -73,7 +77,10 @@ pub struct StoreData {
 
 impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -125,11 +132,19 @@ pub struct Instance<W> {
     limits: Limits,
 }
 
-fn new_store(engine: &ConnectorEngine, label: &str, limits: Limits, egress: Arc<Egress>, metrics: ConnectorMetrics) -> Store<StoreData> {
+fn new_store(
+    engine: &ConnectorEngine,
+    label: &str,
+    limits: Limits,
+    egress: Arc<Egress>,
+    metrics: ConnectorMetrics,
+) -> Store<StoreData> {
     let check = egress.clone();
     let mut wasi = WasiCtxBuilder::new();
-    wasi.allow_tcp(true).allow_udp(false).allow_ip_name_lookup(false).socket_addr_check(
-        move |addr: SocketAddr, use_: SocketAddrUse| {
+    wasi.allow_tcp(true)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(move |addr: SocketAddr, use_: SocketAddrUse| {
             let check = check.clone();
             Box::pin(async move {
                 match use_ {
@@ -139,8 +154,7 @@ fn new_store(engine: &ConnectorEngine, label: &str, limits: Limits, egress: Arc<
                     _ => false,
                 }
             })
-        },
-    );
+        });
     let data = StoreData {
         wasi: wasi.build(),
         table: ResourceTable::new(),
@@ -184,12 +198,18 @@ pub async fn instantiate_source(
 ) -> Result<Instance<source::Source>> {
     let mut linker: Linker<StoreData> = Linker::new(engine.engine());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e}"))?;
-    source::Source::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| anyhow!("{e}"))?;
+    source::Source::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        .map_err(|e| anyhow!("{e}"))?;
     let mut store = new_store(engine, label, limits, egress, metrics);
     let world = source::Source::instantiate_async(&mut store, component, &linker)
         .await
         .map_err(|e| anyhow!("connector `{label}` cannot be instantiated as a source: {e}"))?;
-    Ok(Instance { store, world, label: label.to_string(), limits })
+    Ok(Instance {
+        store,
+        world,
+        label: label.to_string(),
+        limits,
+    })
 }
 
 /// Instantiate a destination connector.
@@ -203,12 +223,18 @@ pub async fn instantiate_destination(
 ) -> Result<Instance<destination::Destination>> {
     let mut linker: Linker<StoreData> = Linker::new(engine.engine());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e}"))?;
-    destination::Destination::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| anyhow!("{e}"))?;
+    destination::Destination::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        .map_err(|e| anyhow!("{e}"))?;
     let mut store = new_store(engine, label, limits, egress, metrics);
     let world = destination::Destination::instantiate_async(&mut store, component, &linker)
         .await
         .map_err(|e| anyhow!("connector `{label}` cannot be instantiated as a destination: {e}"))?;
-    Ok(Instance { store, world, label: label.to_string(), limits })
+    Ok(Instance {
+        store,
+        world,
+        label: label.to_string(),
+        limits,
+    })
 }
 
 impl<W> Instance<W> {
@@ -226,7 +252,11 @@ impl<W> Instance<W> {
         let timeout = Duration::from_secs_f64(limits.call_timeout_seconds);
         let result = tokio::time::timeout(timeout, f(&mut self.store, &self.world)).await;
         match result {
-            Err(_) => Err(SandboxError::Timeout { connector: label, call: call.to_string(), seconds: limits.call_timeout_seconds }),
+            Err(_) => Err(SandboxError::Timeout {
+                connector: label,
+                call: call.to_string(),
+                seconds: limits.call_timeout_seconds,
+            }),
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(classify(e, &label, call, &limits)),
         }
@@ -236,15 +266,24 @@ impl<W> Instance<W> {
 fn classify(e: wasmtime::Error, label: &str, call: &str, limits: &Limits) -> SandboxError {
     let text = format!("{e:?}");
     if text.contains(CPU_LIMIT_MARKER) {
-        return SandboxError::CpuLimit { connector: label.to_string(), seconds: limits.cpu_seconds_per_call };
+        return SandboxError::CpuLimit {
+            connector: label.to_string(),
+            seconds: limits.cpu_seconds_per_call,
+        };
     }
     if text.contains("forcing trap when growing memory") || text.contains("memory minimum size") {
-        return SandboxError::MemoryLimit { connector: label.to_string(), mib: limits.memory_mib };
+        return SandboxError::MemoryLimit {
+            connector: label.to_string(),
+            mib: limits.memory_mib,
+        };
     }
     let detail = e
         .downcast_ref::<wasmtime::Trap>()
         .map(|t| t.to_string())
         .unwrap_or_else(|| text.lines().next().unwrap_or_default().to_string());
-    SandboxError::Trap { connector: label.to_string(), call: call.to_string(), detail }
+    SandboxError::Trap {
+        connector: label.to_string(),
+        call: call.to_string(),
+        detail,
+    }
 }
-

@@ -38,7 +38,10 @@ url = "file:///tmp/culvert-sandbox-test"
 }
 
 fn open_error(settings: &str) -> String {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let sides = sides(settings);
     match rt.block_on(sides.open_source(None)) {
         Ok(_) => panic!("misbehaving connector opened successfully"),
@@ -51,8 +54,14 @@ fn infinite_loop_hits_the_cpu_limit() {
     let started = Instant::now();
     let e = open_error(r#"mode = "spin""#);
     assert!(e.contains("exceeded its CPU limit of 2 s"), "{e}");
-    assert!(e.contains("test_misbehave.wasm"), "names the connector: {e}");
-    assert!(started.elapsed() < Duration::from_secs(20), "stopped promptly");
+    assert!(
+        e.contains("test_misbehave.wasm"),
+        "names the connector: {e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped promptly"
+    );
 }
 
 #[test]
@@ -67,7 +76,10 @@ fn connection_outside_the_allow_list_is_refused() {
     let addr = listener.local_addr().unwrap();
     listener.set_nonblocking(true).unwrap();
     // The configuration allows 127.0.0.1 on another port only.
-    let e = open_error(&format!("mode = \"connect\"\ntarget = \"{addr}\"\nhost = \"127.0.0.1\"\nport = {}", addr.port() + 1));
+    let e = open_error(&format!(
+        "mode = \"connect\"\ntarget = \"{addr}\"\nhost = \"127.0.0.1\"\nport = {}",
+        addr.port() + 1
+    ));
     assert!(e.contains(&format!("connect to {addr} refused")), "{e}");
     let mut buf = [0u8; 4];
     match listener.accept() {
@@ -78,16 +90,24 @@ fn connection_outside_the_allow_list_is_refused() {
 
 #[test]
 fn host_files_are_invisible() {
-    let e = open_error(r#"mode = "read-file"
-path = "/etc/hostname""#);
+    let e = open_error(
+        r#"mode = "read-file"
+path = "/etc/hostname""#,
+    );
     assert!(e.contains("reading /etc/hostname failed"), "{e}");
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    assert!(host.trim().is_empty() || !e.contains(host.trim()), "file content leaked: {e}");
+    assert!(
+        host.trim().is_empty() || !e.contains(host.trim()),
+        "file content leaked: {e}"
+    );
 }
 
 #[test]
 fn the_host_keeps_working_after_a_trap() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let spin = sides(r#"mode = "spin""#);
     assert!(rt.block_on(spin.open_source(None)).is_err());
     // A well-behaved call on a fresh instance of the same engine still works.

@@ -13,7 +13,11 @@ pub fn agent_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
     let bin = profile_dir.join("culvert-agent");
-    assert!(bin.exists(), "{} not built; run cargo build --release first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built; run cargo build --release first",
+        bin.display()
+    );
     bin
 }
 
@@ -29,7 +33,13 @@ impl Agent {
         fs::create_dir_all(dir).unwrap();
         let file = dir.join("pipeline.toml");
         fs::write(&file, pipeline).unwrap();
-        let log = dir.join(format!("agent-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let log = dir.join(format!(
+            "agent-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
         let out = fs::File::create(&log).unwrap();
         let child = Command::new(agent_binary())
             .arg("run")
@@ -37,12 +47,18 @@ impl Agent {
             .arg(&file)
             .args(["--progress-every", "1"])
             .args(extra)
-            .env("CULVERT_CACHE_DIR", std::env::temp_dir().join("culvert-test-cache"))
+            .env(
+                "CULVERT_CACHE_DIR",
+                std::env::temp_dir().join("culvert-test-cache"),
+            )
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
             .unwrap();
-        Agent { child: Some(child), log }
+        Agent {
+            child: Some(child),
+            log,
+        }
     }
 
     /// Everything the agent wrote to stderr so far.
@@ -61,7 +77,10 @@ impl Agent {
     /// SIGTERM and wait; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         c.wait().ok().and_then(|s| s.code())
     }
 
@@ -73,10 +92,16 @@ impl Agent {
                 return;
             }
             if let Some(code) = self.exited() {
-                panic!("agent exited with {code} while waiting for {what}:\n{}", self.log());
+                panic!(
+                    "agent exited with {code} while waiting for {what}:\n{}",
+                    self.log()
+                );
             }
             if std::time::Instant::now() > deadline {
-                panic!("timed out after {secs} s waiting for {what}:\n{}", self.log());
+                panic!(
+                    "timed out after {secs} s waiting for {what}:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(std::time::Duration::from_millis(250));
         }
@@ -99,7 +124,15 @@ impl Drop for Agent {
 }
 
 /// A pipeline file replicating `tables` from `src` to `dst`.
-pub fn pipeline_toml(name: &str, src_port: u16, src_db: &str, dst_port: u16, dst_db: &str, tables: &[&str], buffer: &Path) -> String {
+pub fn pipeline_toml(
+    name: &str,
+    src_port: u16,
+    src_db: &str,
+    dst_port: u16,
+    dst_db: &str,
+    tables: &[&str],
+    buffer: &Path,
+) -> String {
     let tables: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
     format!(
         r#"name = "{name}"

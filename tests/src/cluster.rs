@@ -24,19 +24,34 @@ fn find_bin_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let mut versions: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("initdb").exists())
+                .collect()
+        })
         .unwrap_or_default();
     versions.sort();
-    versions.pop().expect("PostgreSQL server binaries not found under /usr/lib/postgresql; run scripts/setup.sh")
+    versions.pop().expect(
+        "PostgreSQL server binaries not found under /usr/lib/postgresql; run scripts/setup.sh",
+    )
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Cluster {
@@ -53,7 +68,12 @@ impl Cluster {
         fs::create_dir_all(&dir).unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
         if as_postgres {
-            let ok = Command::new("chown").arg("postgres:postgres").arg(&dir).status().unwrap().success();
+            let ok = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&dir)
+                .status()
+                .unwrap()
+                .success();
             assert!(ok, "chown of {} failed", dir.display());
         }
         let port = free_port();
@@ -65,9 +85,28 @@ impl Cluster {
             options.push_str(" -c ");
             options.push_str(e);
         }
-        let cluster = Cluster { bin, dir, port, as_postgres, options };
+        let cluster = Cluster {
+            bin,
+            dir,
+            port,
+            as_postgres,
+            options,
+        };
         let data = cluster.data_dir();
-        cluster.run_pg("initdb", &["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"]);
+        cluster.run_pg(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        );
         cluster.start_server();
         cluster
     }
@@ -79,13 +118,28 @@ impl Cluster {
     fn start_server(&self) {
         let data = self.data_dir();
         let log = self.dir.join("server.log");
-        self.run_pg("pg_ctl", &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &self.options, "-w", "start"]);
+        self.run_pg(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &self.options,
+                "-w",
+                "start",
+            ],
+        );
     }
 
     /// Stop the server (fast shutdown).
     pub fn stop(&self) {
         let data = self.data_dir();
-        self.run_pg("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+        self.run_pg(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
+        );
     }
 
     /// Start the server again after [`Cluster::stop`].
@@ -129,7 +183,20 @@ impl Cluster {
     /// Like [`Cluster::sql`] but returns psql's error.
     pub fn try_sql(&self, db: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", db])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                db,
+            ])
             .arg("-p")
             .arg(self.port.to_string())
             .arg("-c")
@@ -139,9 +206,15 @@ impl Cluster {
             .output()
             .unwrap();
         if !out.status.success() {
-            return Err(format!("psql failed on {sql:.200}: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "psql failed on {sql:.200}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
-        Ok(String::from_utf8(out.stdout).unwrap().trim_end_matches('\n').to_string())
+        Ok(String::from_utf8(out.stdout)
+            .unwrap()
+            .trim_end_matches('\n')
+            .to_string())
     }
 
     /// Create a database.
@@ -163,7 +236,17 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let data = self.data_dir();
-        let _ = self.command("pg_ctl").args(["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]).output();
+        let _ = self
+            .command("pg_ctl")
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .output();
         if !std::thread::panicking() {
             let _ = fs::remove_dir_all(&self.dir);
         }

@@ -31,14 +31,21 @@ fn setup(rows: u32) -> (Cluster, Cluster) {
 
 fn same(src: &Cluster, dst: &Cluster) -> bool {
     TABLES.iter().all(|t| {
-        dst.try_sql("replica", &format!("SELECT 1 FROM {t} LIMIT 1")).is_ok() && src.dump("app", t) == dst.dump("replica", t)
+        dst.try_sql("replica", &format!("SELECT 1 FROM {t} LIMIT 1"))
+            .is_ok()
+            && src.dump("app", t) == dst.dump("replica", t)
     })
 }
 
 fn assert_same(src: &Cluster, dst: &Cluster) {
     for t in TABLES {
         let (a, b) = (src.dump("app", t), dst.dump("replica", t));
-        assert!(a == b, "{t} differs: source {} rows, target {} rows", a.lines().count(), b.lines().count());
+        assert!(
+            a == b,
+            "{t} differs: source {} rows, target {} rows",
+            a.lines().count(),
+            b.lines().count()
+        );
     }
 }
 
@@ -71,17 +78,38 @@ fn kill_during_snapshot_then_restart_is_exact() {
     let (src, dst) = setup(400_000);
     let work = std::env::temp_dir().join(format!("culvert-e2e-crash-snap-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
-    let pipeline = pipeline_toml("crashsnap", src.port, "app", dst.port, "replica", &["public.*"], &work.join("buffer"));
+    let pipeline = pipeline_toml(
+        "crashsnap",
+        src.port,
+        "app",
+        dst.port,
+        "replica",
+        &["public.*"],
+        &work.join("buffer"),
+    );
     let mut agent = Agent::run(&work, &pipeline, &[]);
     agent.wait_until(120, "the snapshot to start landing", || {
-        dst.try_sql("replica", "SELECT count(*) FROM big").map(|n| n.parse::<u64>().unwrap_or(0) > 0).unwrap_or(false)
+        dst.try_sql("replica", "SELECT count(*) FROM big")
+            .map(|n| n.parse::<u64>().unwrap_or(0) > 0)
+            .unwrap_or(false)
     });
-    let copied: u64 = dst.sql("replica", "SELECT count(*) FROM big").parse().unwrap();
+    let copied: u64 = dst
+        .sql("replica", "SELECT count(*) FROM big")
+        .parse()
+        .unwrap();
     agent.kill9();
-    assert!(copied < 400_000, "the kill should land mid-snapshot (copied {copied})");
-    src.sql("app", "INSERT INTO big VALUES (2000000, 'written while the agent was down', 1, NULL)");
+    assert!(
+        copied < 400_000,
+        "the kill should land mid-snapshot (copied {copied})"
+    );
+    src.sql(
+        "app",
+        "INSERT INTO big VALUES (2000000, 'written while the agent was down', 1, NULL)",
+    );
     let mut agent = Agent::run(&work, &pipeline, &[]);
-    agent.wait_until(180, "the replica to match after restart", || same(&src, &dst));
+    agent.wait_until(180, "the replica to match after restart", || {
+        same(&src, &dst)
+    });
     assert_same(&src, &dst);
 }
 
@@ -90,7 +118,15 @@ fn kill_during_changes_then_restart_loses_and_doubles_nothing() {
     let (src, dst) = setup(20_000);
     let work = std::env::temp_dir().join(format!("culvert-e2e-crash-cdc-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
-    let pipeline = pipeline_toml("crashcdc", src.port, "app", dst.port, "replica", &["public.*"], &work.join("buffer"));
+    let pipeline = pipeline_toml(
+        "crashcdc",
+        src.port,
+        "app",
+        dst.port,
+        "replica",
+        &["public.*"],
+        &work.join("buffer"),
+    );
     let mut agent = Agent::run(&work, &pipeline, &[]);
     agent.wait_until(120, "the snapshot", || same(&src, &dst));
     std::thread::scope(|s| {

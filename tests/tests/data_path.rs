@@ -44,18 +44,32 @@ INSERT INTO no_key VALUES (1, 'dup'), (1, 'dup'), (2, NULL), (NULL, NULL);
 INSERT INTO composite_key VALUES (1, 'a', 'x'), (1, 'b', 'y');
 "#;
 
-const TABLES: &[&str] = &["all_types", "\"Sales\".\"Order Items\"", "no_key", "composite_key"];
+const TABLES: &[&str] = &[
+    "all_types",
+    "\"Sales\".\"Order Items\"",
+    "no_key",
+    "composite_key",
+];
 
 fn assert_same(src: &Cluster, dst: &Cluster) {
     for t in TABLES {
         let a = src.dump("app", t);
         let b = dst.dump("replica", t);
-        assert!(a == b, "table {t} differs:\nsource: {:.2000}\ntarget: {:.2000}", a, b);
+        assert!(
+            a == b,
+            "table {t} differs:\nsource: {:.2000}\ntarget: {:.2000}",
+            a,
+            b
+        );
     }
 }
 
 fn same(src: &Cluster, dst: &Cluster) -> bool {
-    TABLES.iter().all(|t| dst.try_sql("replica", &format!("SELECT count(*) FROM {t}")).is_ok() && src.dump("app", t) == dst.dump("replica", t))
+    TABLES.iter().all(|t| {
+        dst.try_sql("replica", &format!("SELECT count(*) FROM {t}"))
+            .is_ok()
+            && src.dump("app", t) == dst.dump("replica", t)
+    })
 }
 
 #[test]
@@ -67,7 +81,15 @@ fn snapshot_then_every_kind_of_change_replicates_exactly() {
     src.sql("app", TYPES_DDL);
     src.sql("app", TYPES_ROWS);
     let work = tempdir("data-path");
-    let pipeline = pipeline_toml("types", src.port, "app", dst.port, "replica", &["public.*", "Sales.*"], &work.join("buffer"));
+    let pipeline = pipeline_toml(
+        "types",
+        src.port,
+        "app",
+        dst.port,
+        "replica",
+        &["public.*", "Sales.*"],
+        &work.join("buffer"),
+    );
     let mut agent = Agent::run(&work, &pipeline, &[]);
     agent.wait_until(120, "snapshot to match", || same(&src, &dst));
     assert_same(&src, &dst);
@@ -93,8 +115,17 @@ fn snapshot_then_every_kind_of_change_replicates_exactly() {
     );
     agent.wait_until(120, "changes to match", || same(&src, &dst));
     assert_same(&src, &dst);
-    assert!(agent.exited().is_none(), "agent exited early:\n{}", agent.log());
-    assert_eq!(agent.stop(), Some(0), "graceful stop exits 0:\n{}", agent.log());
+    assert!(
+        agent.exited().is_none(),
+        "agent exited early:\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        agent.stop(),
+        Some(0),
+        "graceful stop exits 0:\n{}",
+        agent.log()
+    );
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {

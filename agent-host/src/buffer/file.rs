@@ -12,8 +12,11 @@ pub struct FileStore {
 impl FileStore {
     /// Open (creating) the directory.
     pub fn open(dir: &Path) -> Result<FileStore> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating buffer directory {}", dir.display()))?;
-        Ok(FileStore { dir: dir.to_path_buf() })
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating buffer directory {}", dir.display()))?;
+        Ok(FileStore {
+            dir: dir.to_path_buf(),
+        })
     }
 
     fn path(&self, seq: u64) -> PathBuf {
@@ -28,11 +31,16 @@ impl FileStore {
         tokio::task::spawn_blocking(move || -> Result<()> {
             use std::io::Write;
             let tmp = path.with_extension("tmp");
-            let mut f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-            f.write_all(&bytes).with_context(|| format!("writing {}", tmp.display()))?;
-            f.sync_data().with_context(|| format!("syncing {}", tmp.display()))?;
+            let mut f = std::fs::File::create(&tmp)
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            f.write_all(&bytes)
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            f.sync_data()
+                .with_context(|| format!("syncing {}", tmp.display()))?;
             std::fs::rename(&tmp, &path).with_context(|| format!("renaming {}", tmp.display()))?;
-            std::fs::File::open(&dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))?;
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("syncing {}", dir.display()))?;
             Ok(())
         })
         .await?
@@ -41,13 +49,17 @@ impl FileStore {
     /// Read a segment.
     pub async fn get(&self, seq: u64) -> Result<Vec<u8>> {
         let path = self.path(seq);
-        tokio::fs::read(&path).await.with_context(|| format!("reading buffer segment {}", path.display()))
+        tokio::fs::read(&path)
+            .await
+            .with_context(|| format!("reading buffer segment {}", path.display()))
     }
 
     /// Delete a segment (missing is fine).
     pub async fn delete(&self, seq: u64) -> Result<()> {
         match tokio::fs::remove_file(self.path(seq)).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context("deleting buffer segment"),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).context("deleting buffer segment")
+            }
             _ => Ok(()),
         }
     }
@@ -55,7 +67,9 @@ impl FileStore {
     /// Sequence numbers present.
     pub async fn list(&self) -> Result<Vec<u64>> {
         let mut out = Vec::new();
-        let mut dir = tokio::fs::read_dir(&self.dir).await.with_context(|| format!("listing {}", self.dir.display()))?;
+        let mut dir = tokio::fs::read_dir(&self.dir)
+            .await
+            .with_context(|| format!("listing {}", self.dir.display()))?;
         while let Some(entry) = dir.next_entry().await? {
             let name = entry.file_name();
             let name = name.to_string_lossy();

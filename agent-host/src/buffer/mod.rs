@@ -24,12 +24,13 @@ pub enum SegmentStore {
 impl SegmentStore {
     /// Open the store named by a `[buffer] url`.
     pub fn open(url: &str) -> Result<SegmentStore> {
-        let parsed = url::Url::parse(url).with_context(|| format!("buffer url `{url}` is not a URL"))?;
+        let parsed =
+            url::Url::parse(url).with_context(|| format!("buffer url `{url}` is not a URL"))?;
         match parsed.scheme() {
             "file" => {
-                let path = parsed
-                    .to_file_path()
-                    .map_err(|_| anyhow::anyhow!("buffer url `{url}` is not an absolute file:// path"))?;
+                let path = parsed.to_file_path().map_err(|_| {
+                    anyhow::anyhow!("buffer url `{url}` is not an absolute file:// path")
+                })?;
                 Ok(SegmentStore::File(FileStore::open(&path)?))
             }
             other => bail!(
@@ -98,7 +99,12 @@ impl Buffer {
         Arc::new(Buffer {
             store,
             max_bytes: max_bytes.max(1),
-            index: Mutex::new(Index { entries: VecDeque::new(), next_seq: 1, delivered: 0, bytes: 0 }),
+            index: Mutex::new(Index {
+                entries: VecDeque::new(),
+                next_seq: 1,
+                delivered: 0,
+                bytes: 0,
+            }),
             changed: Notify::new(),
         })
     }
@@ -131,7 +137,11 @@ impl Buffer {
             if batch.kind == crate::batch::Kind::Snapshot {
                 discard = true;
             }
-            kept.push(Entry { seq, size: bytes.len() as u64, position: batch.position });
+            kept.push(Entry {
+                seq,
+                size: bytes.len() as u64,
+                position: batch.position,
+            });
         }
         if discard {
             for e in kept.drain(..) {
@@ -144,7 +154,10 @@ impl Buffer {
         let last_position = kept.last().map(|e| e.position.clone());
         let segments = kept.len();
         index.entries = kept.into();
-        Ok(Recovered { last_position, segments })
+        Ok(Recovered {
+            last_position,
+            segments,
+        })
     }
 
     /// Bytes currently buffered.
@@ -184,7 +197,11 @@ impl Buffer {
         self.store.put(seq, &bytes).await?;
         let mut index = self.index.lock().await;
         index.bytes += bytes.len() as u64;
-        index.entries.push_back(Entry { seq, size: bytes.len() as u64, position: batch.position.clone() });
+        index.entries.push_back(Entry {
+            seq,
+            size: bytes.len() as u64,
+            position: batch.position.clone(),
+        });
         drop(index);
         self.changed.notify_waiters();
         Ok(seq)
@@ -197,11 +214,16 @@ impl Buffer {
             let notified = self.changed.notified();
             let candidate = {
                 let index = self.index.lock().await;
-                index.entries.iter().find(|e| e.seq > index.delivered).map(|e| e.seq)
+                index
+                    .entries
+                    .iter()
+                    .find(|e| e.seq > index.delivered)
+                    .map(|e| e.seq)
             };
             if let Some(seq) = candidate {
                 let bytes = self.store.get(seq).await?;
-                let batch = Batch::decode(&bytes).with_context(|| format!("reading buffer segment {seq}"))?;
+                let batch = Batch::decode(&bytes)
+                    .with_context(|| format!("reading buffer segment {seq}"))?;
                 self.index.lock().await.delivered = seq;
                 return Ok(Some((seq, batch)));
             }
@@ -247,7 +269,13 @@ mod tests {
             kind,
             position: vec![1, pos],
             lag_bytes: 0,
-            tables: vec![TableRows { namespace: "s".into(), name: "t".into(), first_of_table: false, row_count: 1, ipc: vec![0; size] }],
+            tables: vec![TableRows {
+                namespace: "s".into(),
+                name: "t".into(),
+                first_of_table: false,
+                row_count: 1,
+                ipc: vec![0; size],
+            }],
         }
     }
 
@@ -258,7 +286,11 @@ mod tests {
         let buffer = Buffer::new(SegmentStore::open(&url).unwrap(), 1000);
         buffer.append(&batch(Kind::Changes, 1, 800)).await.unwrap();
         assert!(!buffer.wait_for_room(Duration::from_millis(10)).await);
-        let (seq, b) = buffer.next(Duration::from_millis(10)).await.unwrap().unwrap();
+        let (seq, b) = buffer
+            .next(Duration::from_millis(10))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(b.position, vec![1, 1]);
         buffer.append(&batch(Kind::Changes, 2, 10)).await.unwrap();
         buffer.release(seq).await.unwrap();
@@ -269,7 +301,11 @@ mod tests {
         let rec = again.recover(Some(&[1, 1])).await.unwrap();
         assert_eq!(rec.segments, 1);
         assert_eq!(rec.last_position, Some(vec![1, 2]));
-        let (_, b) = again.next(Duration::from_millis(10)).await.unwrap().unwrap();
+        let (_, b) = again
+            .next(Duration::from_millis(10))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(b.position, vec![1, 2]);
         again.append(&batch(Kind::Snapshot, 3, 10)).await.unwrap();
         let third = Buffer::new(SegmentStore::open(&url).unwrap(), 1000);

@@ -38,7 +38,10 @@ pub struct GuestError {
 impl GuestError {
     /// A new error.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> GuestError {
-        GuestError { kind, message: message.into() }
+        GuestError {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -82,7 +85,8 @@ impl PgConnectConfig {
 
 /// Parse a connector configuration, naming the offending field on error.
 pub fn parse_config<T: for<'de> Deserialize<'de>>(json: &str) -> GuestResult<T> {
-    serde_json::from_str(json).map_err(|e| GuestError::new(ErrorKind::Config, format!("invalid configuration: {e}")))
+    serde_json::from_str(json)
+        .map_err(|e| GuestError::new(ErrorKind::Config, format!("invalid configuration: {e}")))
 }
 
 /// Resolve the configured host through the agent (which enforces the egress allow-list).
@@ -94,12 +98,21 @@ pub fn resolve_addrs(
         return Ok(vec![SocketAddr::new(ip, cfg.port)]);
     }
     let ips = resolve(&cfg.host).map_err(|e| {
-        GuestError::new(ErrorKind::Connection, format!("cannot resolve host `{}`: {e}", cfg.host))
+        GuestError::new(
+            ErrorKind::Connection,
+            format!("cannot resolve host `{}`: {e}", cfg.host),
+        )
     })?;
-    let addrs: Vec<SocketAddr> =
-        ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()).map(|ip| SocketAddr::new(ip, cfg.port)).collect();
+    let addrs: Vec<SocketAddr> = ips
+        .iter()
+        .filter_map(|ip| ip.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, cfg.port))
+        .collect();
     if addrs.is_empty() {
-        return Err(GuestError::new(ErrorKind::Connection, format!("host `{}` resolved to no address", cfg.host)));
+        return Err(GuestError::new(
+            ErrorKind::Connection,
+            format!("host `{}` resolved to no address", cfg.host),
+        ));
     }
     Ok(addrs)
 }
@@ -145,11 +158,16 @@ pub async fn connect(
 ) -> GuestResult<Client> {
     let stream = connect_tcp(cfg, resolve).await?;
     let mut pg = tokio_postgres::Config::new();
-    pg.user(&cfg.user).dbname(&cfg.database).application_name(application_name);
+    pg.user(&cfg.user)
+        .dbname(&cfg.database)
+        .application_name(application_name);
     if let Some(pw) = &cfg.password {
         pg.password(pw);
     }
-    let (client, connection) = pg.connect_raw(stream, NoTls).await.map_err(|e| pg_error(cfg, "connect", &e))?;
+    let (client, connection) = pg
+        .connect_raw(stream, NoTls)
+        .await
+        .map_err(|e| pg_error(cfg, "connect", &e))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -167,16 +185,33 @@ pub fn pg_error(cfg: &PgConnectConfig, doing: &str, e: &tokio_postgres::Error) -
         let (kind, hint) = match code {
             "28P01" | "28000" => (
                 ErrorKind::Auth,
-                format!("check `user` and `password`, and that pg_hba.conf admits `{}` from the agent", cfg.user),
+                format!(
+                    "check `user` and `password`, and that pg_hba.conf admits `{}` from the agent",
+                    cfg.user
+                ),
             ),
-            "3D000" => (ErrorKind::Config, format!("database `{}` does not exist; check `database`", cfg.database)),
-            "42501" => (ErrorKind::Permission, format!("grant the missing privilege to role `{}`", cfg.user)),
-            c if c.starts_with("08") || c.starts_with("57") || c.starts_with("53") => {
-                (ErrorKind::Connection, "the server may be restarting or overloaded; the agent retries".to_string())
-            }
+            "3D000" => (
+                ErrorKind::Config,
+                format!(
+                    "database `{}` does not exist; check `database`",
+                    cfg.database
+                ),
+            ),
+            "42501" => (
+                ErrorKind::Permission,
+                format!("grant the missing privilege to role `{}`", cfg.user),
+            ),
+            c if c.starts_with("08") || c.starts_with("57") || c.starts_with("53") => (
+                ErrorKind::Connection,
+                "the server may be restarting or overloaded; the agent retries".to_string(),
+            ),
             _ => (ErrorKind::Internal, String::new()),
         };
-        let mut message = format!("{doing} on {}: {} (SQLSTATE {code})", cfg.endpoint(), db.message());
+        let mut message = format!(
+            "{doing} on {}: {} (SQLSTATE {code})",
+            cfg.endpoint(),
+            db.message()
+        );
         if let Some(detail) = db.detail() {
             message.push_str(&format!("; {detail}"));
         }
@@ -189,7 +224,15 @@ pub fn pg_error(cfg: &PgConnectConfig, doing: &str, e: &tokio_postgres::Error) -
         return GuestError::new(kind, message);
     }
     let text = e.to_string();
-    let kind = if text.contains("password") { ErrorKind::Auth } else { ErrorKind::Connection };
-    let fix = if kind == ErrorKind::Auth { "; set `password` in the configuration" } else { "" };
+    let kind = if text.contains("password") {
+        ErrorKind::Auth
+    } else {
+        ErrorKind::Connection
+    };
+    let fix = if kind == ErrorKind::Auth {
+        "; set `password` in the configuration"
+    } else {
+        ""
+    };
     GuestError::new(kind, format!("{doing} on {}: {text}{fix}", cfg.endpoint()))
 }

@@ -104,11 +104,19 @@ fn classify(
         "b" if elem_oid != 0 => match elem_typtype {
             "e" => (PgKind::Raw, enums.get(&elem_oid).cloned(), String::new()),
             "b" | "r" | "m" => (PgKind::Raw, None, String::new()),
-            other => (PgKind::Raw, None, format!("arrays of {} types are not supported", type_class(other))),
+            other => (
+                PgKind::Raw,
+                None,
+                format!("arrays of {} types are not supported", type_class(other)),
+            ),
         },
         "b" => (PgKind::from_builtin_oid(type_oid), None, String::new()),
         "r" | "m" => (PgKind::Raw, None, String::new()),
-        other => (PgKind::Raw, None, format!("{} types are not supported", type_class(other))),
+        other => (
+            PgKind::Raw,
+            None,
+            format!("{} types are not supported", type_class(other)),
+        ),
     }
 }
 
@@ -122,17 +130,36 @@ fn type_class(typtype: &str) -> &'static str {
 }
 
 /// Load every ordinary table, or only the one with `oid`.
-pub async fn load_tables(client: &Client, cfg: &PgConnectConfig, oid: Option<u32>) -> GuestResult<Vec<CatalogTable>> {
+pub async fn load_tables(
+    client: &Client,
+    cfg: &PgConnectConfig,
+    oid: Option<u32>,
+) -> GuestResult<Vec<CatalogTable>> {
     // Qualify every non-catalog type name so the target can recreate it.
-    client.batch_execute("SET search_path = ''").await.map_err(|e| pg_error(cfg, "read catalog", &e))?;
+    client
+        .batch_execute("SET search_path = ''")
+        .await
+        .map_err(|e| pg_error(cfg, "read catalog", &e))?;
     let enums: HashMap<u32, EnumDef> = client
         .query(ENUMS_SQL, &[])
         .await
         .map_err(|e| pg_error(cfg, "read enum types", &e))?
         .into_iter()
-        .map(|r| (r.get::<_, u32>(0), EnumDef { namespace: r.get(1), name: r.get(2), labels: r.get(3) }))
+        .map(|r| {
+            (
+                r.get::<_, u32>(0),
+                EnumDef {
+                    namespace: r.get(1),
+                    name: r.get(2),
+                    labels: r.get(3),
+                },
+            )
+        })
         .collect();
-    let rows = client.query(TABLES_SQL, &[&oid]).await.map_err(|e| pg_error(cfg, "read tables", &e))?;
+    let rows = client
+        .query(TABLES_SQL, &[&oid])
+        .await
+        .map_err(|e| pg_error(cfg, "read tables", &e))?;
     let mut tables: Vec<CatalogTable> = Vec::new();
     for r in rows {
         let table_oid: u32 = r.get(0);
@@ -140,7 +167,11 @@ pub async fn load_tables(client: &Client, cfg: &PgConnectConfig, oid: Option<u32
             let relreplident: String = r.get(3);
             tables.push(CatalogTable {
                 oid: table_oid,
-                desc: TableDesc { namespace: r.get(1), name: r.get(2), columns: Vec::new() },
+                desc: TableDesc {
+                    namespace: r.get(1),
+                    name: r.get(2),
+                    columns: Vec::new(),
+                },
                 replica_identity: relreplident.chars().next().unwrap_or('d'),
                 estimated_rows: r.get::<_, i64>(4).max(0) as u64,
                 unsupported: Vec::new(),
@@ -149,7 +180,8 @@ pub async fn load_tables(client: &Client, cfg: &PgConnectConfig, oid: Option<u32
         let table = tables.last_mut().expect("pushed above");
         let typtype: String = r.get(9);
         let elem_typtype: String = r.get(10);
-        let (kind, enum_def, reason) = classify(&typtype, r.get(7), &elem_typtype, r.get(12), &enums);
+        let (kind, enum_def, reason) =
+            classify(&typtype, r.get(7), &elem_typtype, r.get(12), &enums);
         table.desc.columns.push(ColumnDesc {
             name: r.get(5),
             type_name: r.get(6),
@@ -160,11 +192,21 @@ pub async fn load_tables(client: &Client, cfg: &PgConnectConfig, oid: Option<u32
         });
         table.unsupported.push(reason);
     }
-    client.batch_execute("RESET search_path").await.map_err(|e| pg_error(cfg, "read catalog", &e))?;
+    client
+        .batch_execute("RESET search_path")
+        .await
+        .map_err(|e| pg_error(cfg, "read catalog", &e))?;
     Ok(tables)
 }
 
 /// Tables matching any of the globs.
 pub fn select(tables: Vec<CatalogTable>, globs: &[String]) -> Vec<CatalogTable> {
-    tables.into_iter().filter(|t| globs.iter().any(|g| matches(g, &t.desc.namespace, &t.desc.name))).collect()
+    tables
+        .into_iter()
+        .filter(|t| {
+            globs
+                .iter()
+                .any(|g| matches(g, &t.desc.namespace, &t.desc.name))
+        })
+        .collect()
 }

@@ -79,11 +79,23 @@ impl ChangeStream {
         conn.start_logical(
             slot,
             start,
-            &[("proto_version", "1"), ("publication_names", publication), ("binary", "true")],
+            &[
+                ("proto_version", "1"),
+                ("publication_names", publication),
+                ("binary", "true"),
+            ],
         )
         .await
-        .map_err(|e| GuestError::new(ErrorKind::State, format!("start replication from slot `{slot}`: {e}")))?;
-        let position = Position::Changes { lsn: start, seq: u64::MAX };
+        .map_err(|e| {
+            GuestError::new(
+                ErrorKind::State,
+                format!("start replication from slot `{slot}`: {e}"),
+            )
+        })?;
+        let position = Position::Changes {
+            lsn: start,
+            seq: u64::MAX,
+        };
         Ok(ChangeStream {
             conn,
             catalog,
@@ -111,18 +123,27 @@ impl ChangeStream {
     /// Tell the server everything through `lsn` is durable at the destination.
     pub async fn ack(&mut self, lsn: u64) -> GuestResult<()> {
         self.acked = self.acked.max(lsn);
-        self.conn.send_status(self.received.max(self.acked), self.acked, self.acked, false).await.map_err(proto_err)
+        self.conn
+            .send_status(self.received.max(self.acked), self.acked, self.acked, false)
+            .await
+            .map_err(proto_err)
     }
 
     /// The next batch, or `None` if nothing arrived within `wait`.
-    pub async fn next(&mut self, max_rows: u32, wait: Duration) -> GuestResult<Option<ChangeBatch>> {
+    pub async fn next(
+        &mut self,
+        max_rows: u32,
+        wait: Duration,
+    ) -> GuestResult<Option<ChangeBatch>> {
         let deadline = Instant::now() + wait;
         let mut first_row_at: Option<Instant> = None;
         loop {
             let now = Instant::now();
             let in_txn = self.txn.is_some();
             if self.pending_complete && !in_txn {
-                let linger = first_row_at.map(|t| now.duration_since(t) >= Duration::from_millis(100)).unwrap_or(true);
+                let linger = first_row_at
+                    .map(|t| now.duration_since(t) >= Duration::from_millis(100))
+                    .unwrap_or(true);
                 if self.rows_pending >= max_rows || linger || now >= deadline {
                     return self.emit(false).map(Some);
                 }
@@ -136,15 +157,28 @@ impl ChangeStream {
                 }
                 return Ok(None);
             }
-            let remaining = deadline.saturating_duration_since(now).max(Duration::from_millis(50));
-            let Some(msg) = self.conn.recv(remaining.min(Duration::from_millis(200))).await.map_err(proto_err)? else {
+            let remaining = deadline
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(50));
+            let Some(msg) = self
+                .conn
+                .recv(remaining.min(Duration::from_millis(200)))
+                .await
+                .map_err(proto_err)?
+            else {
                 continue;
             };
             match msg {
-                ReplicationMessage::Keepalive { wal_end, reply_requested } => {
+                ReplicationMessage::Keepalive {
+                    wal_end,
+                    reply_requested,
+                } => {
                     self.received = self.received.max(wal_end);
                     if self.txn.is_none() && self.rows_pending == 0 && !self.pending_complete {
-                        let pos = Position::Changes { lsn: wal_end, seq: u64::MAX };
+                        let pos = Position::Changes {
+                            lsn: wal_end,
+                            seq: u64::MAX,
+                        };
                         if pos > self.last_position {
                             self.last_position = pos;
                         }
@@ -176,11 +210,18 @@ impl ChangeStream {
                     Some((lsn, seq)) if final_lsn == lsn => Some(seq),
                     _ => None,
                 };
-                self.txn = Some(Txn { final_lsn, seq: 0, skip_through });
+                self.txn = Some(Txn {
+                    final_lsn,
+                    seq: 0,
+                    skip_through,
+                });
             }
             PgOutputMessage::Commit { .. } => {
                 if let Some(txn) = self.txn.take() {
-                    let pos = Position::Changes { lsn: txn.final_lsn, seq: u64::MAX };
+                    let pos = Position::Changes {
+                        lsn: txn.final_lsn,
+                        seq: u64::MAX,
+                    };
                     if pos > self.last_position {
                         self.last_position = pos;
                     }
@@ -189,12 +230,15 @@ impl ChangeStream {
             }
             PgOutputMessage::Relation(rel) => self.relation(rel).await?,
             PgOutputMessage::Insert { relation, new } => self.row(relation, 'I', &new, None)?,
-            PgOutputMessage::Update { relation, old, new, .. } => {
+            PgOutputMessage::Update {
+                relation, old, new, ..
+            } => {
                 let mut new = new;
                 if let Some(old) = &old {
                     // A full old image fills values the new image left out as unchanged.
                     for (n, o) in new.iter_mut().zip(old) {
-                        if matches!(n, TupleValue::Unchanged) && !matches!(o, TupleValue::Unchanged) {
+                        if matches!(n, TupleValue::Unchanged) && !matches!(o, TupleValue::Unchanged)
+                        {
                             *n = o.clone();
                         }
                     }
@@ -210,27 +254,47 @@ impl ChangeStream {
                     self.row(rel, 'T', &nulls, None)?;
                 }
             }
-            PgOutputMessage::Origin { .. } | PgOutputMessage::Type { .. } | PgOutputMessage::Message { .. } => {}
+            PgOutputMessage::Origin { .. }
+            | PgOutputMessage::Type { .. }
+            | PgOutputMessage::Message { .. } => {}
         }
         Ok(())
     }
 
     async fn relation(&mut self, rel: Relation) -> GuestResult<()> {
-        let selected = self.globs.iter().any(|g| matches(g, &rel.namespace, &rel.name));
+        let selected = self
+            .globs
+            .iter()
+            .any(|g| matches(g, &rel.namespace, &rel.name));
         if !selected {
-            self.relations.insert(rel.oid, RelState { desc: None, map: Vec::new(), builder: None, rows: 0 });
+            self.relations.insert(
+                rel.oid,
+                RelState {
+                    desc: None,
+                    map: Vec::new(),
+                    builder: None,
+                    rows: 0,
+                },
+            );
             return Ok(());
         }
-        let tables: Vec<CatalogTable> = load_tables(&self.catalog, &self.cfg, Some(rel.oid)).await?;
+        let tables: Vec<CatalogTable> =
+            load_tables(&self.catalog, &self.cfg, Some(rel.oid)).await?;
         let Some(table) = tables.into_iter().next() else {
             return Err(GuestError::new(
                 ErrorKind::State,
-                format!("table {}.{} disappeared from the catalog while its changes were streaming", rel.namespace, rel.name),
+                format!(
+                    "table {}.{} disappeared from the catalog while its changes were streaming",
+                    rel.namespace, rel.name
+                ),
             ));
         };
         table.ensure_replicable()?;
-        let map: Vec<Option<usize>> =
-            rel.columns.iter().map(|c| table.desc.columns.iter().position(|d| d.name == c.name)).collect();
+        let map: Vec<Option<usize>> = rel
+            .columns
+            .iter()
+            .map(|c| table.desc.columns.iter().position(|d| d.name == c.name))
+            .collect();
         // Rows already buffered for the old shape stay in their own Arrow batch.
         let old = self.relations.remove(&rel.oid);
         if let Some(mut old) = old
@@ -243,13 +307,30 @@ impl ChangeStream {
         if !self.order.contains(&rel.oid) {
             self.order.push(rel.oid);
         }
-        self.relations.insert(rel.oid, RelState { desc: Some(table.desc), map, builder: None, rows: 0 });
+        self.relations.insert(
+            rel.oid,
+            RelState {
+                desc: Some(table.desc),
+                map,
+                builder: None,
+                rows: 0,
+            },
+        );
         Ok(())
     }
 
-    fn row(&mut self, relation: u32, op: char, values: &[TupleValue], _unused: Option<()>) -> GuestResult<()> {
+    fn row(
+        &mut self,
+        relation: u32,
+        op: char,
+        values: &[TupleValue],
+        _unused: Option<()>,
+    ) -> GuestResult<()> {
         let Some(txn) = self.txn.as_mut() else {
-            return Err(GuestError::new(ErrorKind::Internal, "change outside a transaction"));
+            return Err(GuestError::new(
+                ErrorKind::Internal,
+                "change outside a transaction",
+            ));
         };
         txn.seq += 1;
         let seq = txn.seq;
@@ -258,15 +339,24 @@ impl ChangeStream {
             return Ok(());
         }
         let Some(state) = self.relations.get_mut(&relation) else {
-            return Err(GuestError::new(ErrorKind::Internal, format!("change for unknown relation {relation}")));
+            return Err(GuestError::new(
+                ErrorKind::Internal,
+                format!("change for unknown relation {relation}"),
+            ));
         };
-        let Some(desc) = &state.desc else { return Ok(()) };
-        let builder = state.builder.get_or_insert_with(|| RowsBuilder::changes(desc));
+        let Some(desc) = &state.desc else {
+            return Ok(());
+        };
+        let builder = state
+            .builder
+            .get_or_insert_with(|| RowsBuilder::changes(desc));
         let width = desc.columns.len();
         let mut unchanged: Option<Vec<u8>> = None;
         let mut cells: Vec<Option<&[u8]>> = vec![None; width];
         for (i, v) in values.iter().enumerate() {
-            let Some(Some(col)) = state.map.get(i) else { continue };
+            let Some(Some(col)) = state.map.get(i) else {
+                continue;
+            };
             match v {
                 TupleValue::Null => {}
                 TupleValue::Unchanged => {
@@ -279,7 +369,10 @@ impl ChangeStream {
                         ErrorKind::Unsupported,
                         format!(
                             "table {}.{}, column `{}` ({}) arrived in text form because its type has no binary send function; exclude the table or change the column type",
-                            desc.namespace, desc.name, desc.columns[*col].name, desc.columns[*col].type_name
+                            desc.namespace,
+                            desc.name,
+                            desc.columns[*col].name,
+                            desc.columns[*col].type_name
                         ),
                     ));
                 }
@@ -288,14 +381,20 @@ impl ChangeStream {
         builder.begin_change(op, final_lsn, seq, unchanged.as_deref());
         for (col, cell) in cells.iter().enumerate() {
             builder.append(col, *cell).map_err(|e| {
-                GuestError::new(ErrorKind::Unsupported, format!("table {}.{}: {e}", desc.namespace, desc.name))
+                GuestError::new(
+                    ErrorKind::Unsupported,
+                    format!("table {}.{}: {e}", desc.namespace, desc.name),
+                )
             })?;
         }
         builder.end_row();
         state.rows += 1;
         self.rows_pending += 1;
         if let Some(t) = self.txn.as_ref() {
-            self.last_position = self.last_position.max(Position::Changes { lsn: t.final_lsn, seq });
+            self.last_position = self.last_position.max(Position::Changes {
+                lsn: t.final_lsn,
+                seq,
+            });
         }
         Ok(())
     }
@@ -303,18 +402,25 @@ impl ChangeStream {
     fn emit(&mut self, split: bool) -> GuestResult<ChangeBatch> {
         let mut tables = std::mem::take(&mut self.flushed);
         for oid in &self.order {
-            let Some(state) = self.relations.get_mut(oid) else { continue };
+            let Some(state) = self.relations.get_mut(oid) else {
+                continue;
+            };
             if state.rows == 0 {
                 continue;
             }
-            let (Some(desc), Some(builder)) = (&state.desc, state.builder.as_mut()) else { continue };
+            let (Some(desc), Some(builder)) = (&state.desc, state.builder.as_mut()) else {
+                continue;
+            };
             let batch = builder.finish().map_err(internal)?;
             tables.push((desc.clone(), state.rows, to_ipc(&batch).map_err(internal)?));
             state.rows = 0;
         }
         let position = if split {
             let txn = self.txn.as_ref().expect("split inside a transaction");
-            Position::Changes { lsn: txn.final_lsn, seq: txn.seq }
+            Position::Changes {
+                lsn: txn.final_lsn,
+                seq: txn.seq,
+            }
         } else {
             self.last_position
         };
@@ -323,7 +429,11 @@ impl ChangeStream {
         self.last_emitted = position;
         self.last_position = self.last_position.max(position);
         let heartbeat = tables.is_empty();
-        Ok(ChangeBatch { position, tables, heartbeat })
+        Ok(ChangeBatch {
+            position,
+            tables,
+            heartbeat,
+        })
     }
 }
 

@@ -7,7 +7,11 @@ use crate::config::SourceConfig;
 use crate::{Resolver, wit};
 
 fn result(name: &str, ok: bool, message: impl Into<String>) -> wit::CheckResult {
-    wit::CheckResult { name: name.to_string(), ok, message: message.into() }
+    wit::CheckResult {
+        name: name.to_string(),
+        ok,
+        message: message.into(),
+    }
 }
 
 /// Run every check; stops at the first one the later checks depend on.
@@ -31,7 +35,12 @@ pub async fn run(config: &str, resolve: Resolver) -> Vec<wit::CheckResult> {
     out.push(result("connect", true, ""));
     let single = |sql: &'static str| {
         let client = &client;
-        async move { client.query_one(sql, &[]).await.map(|r| r.get::<_, String>(0)) }
+        async move {
+            client
+                .query_one(sql, &[])
+                .await
+                .map(|r| r.get::<_, String>(0))
+        }
     };
     match single("SELECT current_setting('wal_level')").await {
         Ok(level) if level == "logical" => out.push(result("wal_level", true, "")),
@@ -76,10 +85,16 @@ pub async fn run(config: &str, resolve: Resolver) -> Vec<wit::CheckResult> {
         Ok(tables) => {
             let selected = select(tables, &cfg.tables);
             if selected.is_empty() {
-                out.push(result("tables", false, format!("no table matches {:?}; check `tables`", cfg.tables)));
+                out.push(result(
+                    "tables",
+                    false,
+                    format!("no table matches {:?}; check `tables`", cfg.tables),
+                ));
             } else {
-                let problems: Vec<String> =
-                    selected.iter().filter_map(|t| t.ensure_replicable().err().map(|e| e.message)).collect();
+                let problems: Vec<String> = selected
+                    .iter()
+                    .filter_map(|t| t.ensure_replicable().err().map(|e| e.message))
+                    .collect();
                 out.push(result("tables", problems.is_empty(), problems.join("\n")));
             }
         }
@@ -98,7 +113,10 @@ pub async fn discover(config: &str, resolve: Resolver) -> GuestResult<Vec<wit::T
         .map(|t| wit::TableInfo {
             identifiable: t.identifiable(),
             estimated_rows: t.estimated_rows,
-            table: wit::TableRef { namespace: t.desc.namespace.clone(), name: t.desc.name.clone() },
+            table: wit::TableRef {
+                namespace: t.desc.namespace.clone(),
+                name: t.desc.name.clone(),
+            },
             columns: t
                 .desc
                 .columns

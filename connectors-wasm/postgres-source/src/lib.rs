@@ -20,8 +20,8 @@ wit_bindgen::generate!({
     generate_all,
 });
 
-use exports::culvert::connector::source_connector::{self as api, Guest};
 use culvert::connector::types as wit;
+use exports::culvert::connector::source_connector::{self as api, Guest};
 
 /// Resolves a configured host name through the agent.
 pub type Resolver = Arc<dyn Fn(&str) -> Result<Vec<String>, String> + Send + Sync>;
@@ -44,11 +44,17 @@ fn to_wit(e: GuestError) -> wit::ConnectorError {
         ErrorKind::State => wit::ErrorKind::State,
         ErrorKind::Internal => wit::ErrorKind::Internal,
     };
-    wit::ConnectorError { kind, message: e.message }
+    wit::ConnectorError {
+        kind,
+        message: e.message,
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime on wasi")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime on wasi")
 }
 
 struct Component;
@@ -65,7 +71,9 @@ impl Guest for Component {
     }
 
     fn discover(config: String) -> Result<Vec<wit::TableInfo>, wit::ConnectorError> {
-        runtime().block_on(check::discover(&config, resolver())).map_err(to_wit)
+        runtime()
+            .block_on(check::discover(&config, resolver()))
+            .map_err(to_wit)
     }
 }
 

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use culvert_pg_arrow::position::Position;
 use culvert_pg_arrow::types::{TableDesc, quote_ident};
-use culvert_pg_guest::{ErrorKind, GuestError, GuestResult, PgConnectConfig, connect, connect_tcp, parse_config, pg_error};
+use culvert_pg_guest::{
+    ErrorKind, GuestError, GuestResult, PgConnectConfig, connect, connect_tcp, parse_config,
+    pg_error,
+};
 use culvert_pg_replication::{ConnectParams, ReplicationConnection};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -14,10 +17,10 @@ use tokio_postgres::Client;
 use crate::catalog::{CatalogTable, load_tables, select};
 use crate::changes::ChangeStream;
 use crate::config::SourceConfig;
+use crate::culvert::connector::host::Level;
 use crate::exports::culvert::connector::source_connector::GuestReader;
 use crate::snapshot::{Chunk, SnapshotPlan};
 use crate::{Resolver, log, resolver, runtime, to_wit, wit};
-use crate::culvert::connector::host::Level;
 
 enum Phase {
     Snapshot {
@@ -50,20 +53,29 @@ impl GuestReader for Reader {
         resume: Option<Vec<u8>>,
     ) -> Result<crate::api::Reader, wit::ConnectorError> {
         let rt = runtime();
-        let state = rt.block_on(open(&config, selection, resume, resolver())).map_err(to_wit)?;
-        Ok(crate::api::Reader::new(Reader { rt, state: RefCell::new(state) }))
+        let state = rt
+            .block_on(open(&config, selection, resume, resolver()))
+            .map_err(to_wit)?;
+        Ok(crate::api::Reader::new(Reader {
+            rt,
+            state: RefCell::new(state),
+        }))
     }
 
     fn next(&self, max_rows: u32) -> Result<Option<wit::Batch>, wit::ConnectorError> {
         let mut state = self.state.borrow_mut();
-        self.rt.block_on(next(&mut state, max_rows.max(1))).map_err(to_wit)
+        self.rt
+            .block_on(next(&mut state, max_rows.max(1)))
+            .map_err(to_wit)
     }
 
     fn ack(&self, position: Vec<u8>) -> Result<(), wit::ConnectorError> {
         let mut state = self.state.borrow_mut();
         let position = Position::decode(&position)
             .map_err(|e| to_wit(GuestError::new(ErrorKind::Internal, e.to_string())))?;
-        if let (Phase::Streaming(stream), Position::Changes { lsn, .. }) = (&mut state.phase, position) {
+        if let (Phase::Streaming(stream), Position::Changes { lsn, .. }) =
+            (&mut state.phase, position)
+        {
             self.rt.block_on(stream.ack(lsn)).map_err(to_wit)?;
         }
         Ok(())
@@ -79,7 +91,10 @@ fn replication_params(cfg: &PgConnectConfig) -> ConnectParams {
     }
 }
 
-async fn replication_connection(cfg: &PgConnectConfig, resolve: &Resolver) -> GuestResult<ReplicationConnection<TcpStream>> {
+async fn replication_connection(
+    cfg: &PgConnectConfig,
+    resolve: &Resolver,
+) -> GuestResult<ReplicationConnection<TcpStream>> {
     let stream = connect_tcp(cfg, &**resolve).await?;
     ReplicationConnection::connect(stream, &replication_params(cfg)).await.map_err(|e| {
         let kind = match e.sqlstate() {
@@ -98,25 +113,43 @@ async fn replication_connection(cfg: &PgConnectConfig, resolve: &Resolver) -> Gu
     })
 }
 
-async fn open(config: &str, selection: Vec<String>, resume: Option<Vec<u8>>, resolve: Resolver) -> GuestResult<State> {
+async fn open(
+    config: &str,
+    selection: Vec<String>,
+    resume: Option<Vec<u8>>,
+    resolve: Resolver,
+) -> GuestResult<State> {
     let cfg: SourceConfig = parse_config(config)?;
-    let globs = if selection.is_empty() { cfg.tables.clone() } else { selection };
+    let globs = if selection.is_empty() {
+        cfg.tables.clone()
+    } else {
+        selection
+    };
     if globs.is_empty() {
-        return Err(GuestError::new(ErrorKind::Config, "no tables selected: set `tables`, for example [\"public.*\"]"));
+        return Err(GuestError::new(
+            ErrorKind::Config,
+            "no tables selected: set `tables`, for example [\"public.*\"]",
+        ));
     }
     let client = connect(&cfg.conn, "culvert catalog", &*resolve).await?;
     let tables = select(load_tables(&client, &cfg.conn, None).await?, &globs);
     if tables.is_empty() {
         return Err(GuestError::new(
             ErrorKind::Config,
-            format!("no table in database `{}` matches {:?}; check `tables`", cfg.conn.database, globs),
+            format!(
+                "no table in database `{}` matches {:?}; check `tables`",
+                cfg.conn.database, globs
+            ),
         ));
     }
     for t in &tables {
         t.ensure_replicable()?;
     }
     ensure_publication(&client, &cfg, &tables).await?;
-    let resume = resume.map(|r| Position::decode(&r)).transpose().map_err(|e| GuestError::new(ErrorKind::State, e.to_string()))?;
+    let resume = resume
+        .map(|r| Position::decode(&r))
+        .transpose()
+        .map_err(|e| GuestError::new(ErrorKind::State, e.to_string()))?;
     let phase = match resume {
         Some(Position::Changes { lsn, seq }) => {
             ensure_slot_usable(&client, &cfg).await?;
@@ -139,10 +172,17 @@ async fn open(config: &str, selection: Vec<String>, resume: Option<Vec<u8>>, res
     Ok(State { cfg, globs, phase })
 }
 
-async fn ensure_publication(client: &Client, cfg: &SourceConfig, tables: &[CatalogTable]) -> GuestResult<()> {
+async fn ensure_publication(
+    client: &Client,
+    cfg: &SourceConfig,
+    tables: &[CatalogTable],
+) -> GuestResult<()> {
     let conn = &cfg.conn;
     let existing = client
-        .query("SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = $1", &[&cfg.publication])
+        .query(
+            "SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = $1",
+            &[&cfg.publication],
+        )
         .await
         .map_err(|e| pg_error(conn, "read publications", &e))?;
     let names: Vec<String> = tables.iter().map(|t| t.desc.qualified()).collect();
@@ -159,9 +199,23 @@ async fn ensure_publication(client: &Client, cfg: &SourceConfig, tables: &[Catal
     };
     match existing.first() {
         None => {
-            let sql = format!("CREATE PUBLICATION {} FOR TABLE {}", quote_ident(&cfg.publication), names.join(", "));
-            client.batch_execute(&sql).await.map_err(|e| fix(&e, "create publication"))?;
-            log(Level::Info, &format!("created publication `{}` for {} tables", cfg.publication, names.len()));
+            let sql = format!(
+                "CREATE PUBLICATION {} FOR TABLE {}",
+                quote_ident(&cfg.publication),
+                names.join(", ")
+            );
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| fix(&e, "create publication"))?;
+            log(
+                Level::Info,
+                &format!(
+                    "created publication `{}` for {} tables",
+                    cfg.publication,
+                    names.len()
+                ),
+            );
         }
         Some(row) if row.get::<_, bool>(0) => {}
         Some(_) => {
@@ -177,13 +231,31 @@ async fn ensure_publication(client: &Client, cfg: &SourceConfig, tables: &[Catal
                 .collect();
             let missing: Vec<String> = tables
                 .iter()
-                .filter(|t| !published.iter().any(|(s, n)| *s == t.desc.namespace && *n == t.desc.name))
+                .filter(|t| {
+                    !published
+                        .iter()
+                        .any(|(s, n)| *s == t.desc.namespace && *n == t.desc.name)
+                })
                 .map(|t| t.desc.qualified())
                 .collect();
             if !missing.is_empty() {
-                let sql = format!("ALTER PUBLICATION {} ADD TABLE {}", quote_ident(&cfg.publication), missing.join(", "));
-                client.batch_execute(&sql).await.map_err(|e| fix(&e, "add tables to publication"))?;
-                log(Level::Info, &format!("added {} tables to publication `{}`", missing.len(), cfg.publication));
+                let sql = format!(
+                    "ALTER PUBLICATION {} ADD TABLE {}",
+                    quote_ident(&cfg.publication),
+                    missing.join(", ")
+                );
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(|e| fix(&e, "add tables to publication"))?;
+                log(
+                    Level::Info,
+                    &format!(
+                        "added {} tables to publication `{}`",
+                        missing.len(),
+                        cfg.publication
+                    ),
+                );
             }
         }
     }
@@ -217,22 +289,41 @@ async fn ensure_slot_usable(client: &Client, cfg: &SourceConfig) -> GuestResult<
     }
 }
 
-async fn start_snapshot(client: &Client, cfg: &SourceConfig, tables: Vec<CatalogTable>, resolve: &Resolver) -> GuestResult<Phase> {
+async fn start_snapshot(
+    client: &Client,
+    cfg: &SourceConfig,
+    tables: Vec<CatalogTable>,
+    resolve: &Resolver,
+) -> GuestResult<Phase> {
     let existing = client
-        .query("SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", &[&cfg.slot])
+        .query(
+            "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[&cfg.slot],
+        )
         .await
         .map_err(|e| pg_error(&cfg.conn, "read replication slots", &e))?;
     if let Some(row) = existing.first() {
         // A snapshot cannot be resumed once its exporting connection is gone: start over.
         if let Some(pid) = row.get::<_, Option<i32>>(0) {
-            let _ = client.execute("SELECT pg_catalog.pg_terminate_backend($1)", &[&pid]).await;
+            let _ = client
+                .execute("SELECT pg_catalog.pg_terminate_backend($1)", &[&pid])
+                .await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         client
-            .execute("SELECT pg_catalog.pg_drop_replication_slot($1)", &[&cfg.slot])
+            .execute(
+                "SELECT pg_catalog.pg_drop_replication_slot($1)",
+                &[&cfg.slot],
+            )
             .await
             .map_err(|e| pg_error(&cfg.conn, "drop the unfinished snapshot's slot", &e))?;
-        log(Level::Info, &format!("dropped slot `{}` of an unfinished snapshot; copying again", cfg.slot));
+        log(
+            Level::Info,
+            &format!(
+                "dropped slot `{}` of an unfinished snapshot; copying again",
+                cfg.slot
+            ),
+        );
     }
     let mut conn = replication_connection(&cfg.conn, resolve).await?;
     let created = conn.create_logical_slot(&cfg.slot, true).await.map_err(|e| {
@@ -245,11 +336,18 @@ async fn start_snapshot(client: &Client, cfg: &SourceConfig, tables: Vec<Catalog
     })?;
     log(
         Level::Info,
-        &format!("created replication slot `{}` at {}", cfg.slot, culvert_pg_replication::format_lsn(created.consistent_lsn)),
+        &format!(
+            "created replication slot `{}` at {}",
+            cfg.slot,
+            culvert_pg_replication::format_lsn(created.consistent_lsn)
+        ),
     );
-    let snapshot_name = created
-        .snapshot_name
-        .ok_or_else(|| GuestError::new(ErrorKind::Internal, "the server did not export a snapshot for the new slot"))?;
+    let snapshot_name = created.snapshot_name.ok_or_else(|| {
+        GuestError::new(
+            ErrorKind::Internal,
+            "the server did not export a snapshot for the new slot",
+        )
+    })?;
     let descs: Vec<TableDesc> = tables.into_iter().map(|t| t.desc).collect();
     let chunks = crate::snapshot::start(
         SnapshotPlan {
@@ -262,27 +360,56 @@ async fn start_snapshot(client: &Client, cfg: &SourceConfig, tables: Vec<Catalog
         },
         resolve.clone(),
     );
-    Ok(Phase::Snapshot { chunks, conn: Some(conn), tables: descs, generation: created.consistent_lsn, counter: 0 })
+    Ok(Phase::Snapshot {
+        chunks,
+        conn: Some(conn),
+        tables: descs,
+        generation: created.consistent_lsn,
+        counter: 0,
+    })
 }
 
 async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<wit::Batch>> {
     let phase = std::mem::replace(&mut state.phase, Phase::Failed);
     let (phase, result) = match phase {
-        Phase::Snapshot { mut chunks, conn, tables, generation, counter } => match chunks.recv().await {
+        Phase::Snapshot {
+            mut chunks,
+            conn,
+            tables,
+            generation,
+            counter,
+        } => match chunks.recv().await {
             Some(Ok(chunk)) => {
                 let table = &tables[chunk.table];
                 let batch = wit::Batch {
                     kind: wit::BatchKind::Snapshot,
-                    position: Position::Snapshot { generation, table: 0, chunk: counter }.encode(),
+                    position: Position::Snapshot {
+                        generation,
+                        table: 0,
+                        chunk: counter,
+                    }
+                    .encode(),
                     tables: vec![wit::TableRows {
-                        table: wit::TableRef { namespace: table.namespace.clone(), name: table.name.clone() },
+                        table: wit::TableRef {
+                            namespace: table.namespace.clone(),
+                            name: table.name.clone(),
+                        },
                         first_of_table: chunk.first,
                         row_count: chunk.rows,
                         ipc: chunk.ipc,
                     }],
                     lag_bytes: 0,
                 };
-                (Phase::Snapshot { chunks, conn, tables, generation, counter: counter + 1 }, Ok(Some(batch)))
+                (
+                    Phase::Snapshot {
+                        chunks,
+                        conn,
+                        tables,
+                        generation,
+                        counter: counter + 1,
+                    },
+                    Ok(Some(batch)),
+                )
             }
             Some(Err(e)) => (Phase::Failed, Err(e)),
             None => {
@@ -298,10 +425,20 @@ async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<wit::Batch
                     Some((generation, u64::MAX)),
                 )
                 .await?;
-                log(Level::Info, &format!("snapshot of {} tables done; streaming changes", tables.len()));
+                log(
+                    Level::Info,
+                    &format!(
+                        "snapshot of {} tables done; streaming changes",
+                        tables.len()
+                    ),
+                );
                 let batch = wit::Batch {
                     kind: wit::BatchKind::Heartbeat,
-                    position: Position::Changes { lsn: generation, seq: u64::MAX }.encode(),
+                    position: Position::Changes {
+                        lsn: generation,
+                        seq: u64::MAX,
+                    }
+                    .encode(),
                     tables: Vec::new(),
                     lag_bytes: 0,
                 };
@@ -309,35 +446,52 @@ async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<wit::Batch
             }
         },
         Phase::Streaming(mut stream) => {
-            let result = stream.next(max_rows, Duration::from_secs(1)).await.map(|b| {
-                b.map(|b| {
-                    let lsn = match b.position {
-                        Position::Changes { lsn, .. } => lsn,
-                        Position::Snapshot { .. } => 0,
-                    };
-                    wit::Batch {
-                        kind: if b.heartbeat { wit::BatchKind::Heartbeat } else { wit::BatchKind::Changes },
-                        position: b.position.encode(),
-                        lag_bytes: stream.received().saturating_sub(lsn),
-                        tables: b
-                            .tables
-                            .into_iter()
-                            .map(|(desc, rows, ipc)| wit::TableRows {
-                                table: wit::TableRef { namespace: desc.namespace, name: desc.name },
-                                first_of_table: false,
-                                row_count: rows,
-                                ipc,
-                            })
-                            .collect(),
-                    }
-                })
-            });
-            let phase = if result.is_ok() { Phase::Streaming(stream) } else { Phase::Failed };
+            let result = stream
+                .next(max_rows, Duration::from_secs(1))
+                .await
+                .map(|b| {
+                    b.map(|b| {
+                        let lsn = match b.position {
+                            Position::Changes { lsn, .. } => lsn,
+                            Position::Snapshot { .. } => 0,
+                        };
+                        wit::Batch {
+                            kind: if b.heartbeat {
+                                wit::BatchKind::Heartbeat
+                            } else {
+                                wit::BatchKind::Changes
+                            },
+                            position: b.position.encode(),
+                            lag_bytes: stream.received().saturating_sub(lsn),
+                            tables: b
+                                .tables
+                                .into_iter()
+                                .map(|(desc, rows, ipc)| wit::TableRows {
+                                    table: wit::TableRef {
+                                        namespace: desc.namespace,
+                                        name: desc.name,
+                                    },
+                                    first_of_table: false,
+                                    row_count: rows,
+                                    ipc,
+                                })
+                                .collect(),
+                        }
+                    })
+                });
+            let phase = if result.is_ok() {
+                Phase::Streaming(stream)
+            } else {
+                Phase::Failed
+            };
             (phase, result)
         }
         Phase::Failed => (
             Phase::Failed,
-            Err(GuestError::new(ErrorKind::Internal, "the reader failed earlier; reopen it")),
+            Err(GuestError::new(
+                ErrorKind::Internal,
+                "the reader failed earlier; reopen it",
+            )),
         ),
     };
     state.phase = phase;

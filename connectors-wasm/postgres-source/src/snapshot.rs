@@ -93,42 +93,55 @@ async fn copy_table(
 ) -> GuestResult<()> {
     let table = &plan.tables[index];
     let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
-    let sql = format!("COPY {} ({}) TO STDOUT (FORMAT binary)", table.qualified(), columns.join(", "));
+    let sql = format!(
+        "COPY {} ({}) TO STDOUT (FORMAT binary)",
+        table.qualified(),
+        columns.join(", ")
+    );
     let what = format!("copy table {}.{}", table.namespace, table.name);
-    let stream = client.copy_out(sql.as_str()).await.map_err(|e| pg_error(&plan.conn, &what, &e))?;
+    let stream = client
+        .copy_out(sql.as_str())
+        .await
+        .map_err(|e| pg_error(&plan.conn, &what, &e))?;
     futures_util::pin_mut!(stream);
     let mut reader = CopyReader::new(table.columns.len());
     let mut builder = RowsBuilder::snapshot(table);
     let mut first = true;
     let decode_err = |e: DecodeError| {
-        GuestError::new(ErrorKind::Unsupported, format!("table {}.{}: {e}", table.namespace, table.name))
+        GuestError::new(
+            ErrorKind::Unsupported,
+            format!("table {}.{}: {e}", table.namespace, table.name),
+        )
     };
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| pg_error(&plan.conn, &what, &e))?;
         reader.push(&chunk);
         let mut pending: Vec<Chunk> = Vec::new();
-        reader.drain::<RowError>(|fields| {
-            for (i, v) in fields.iter().enumerate() {
-                builder.append(i, *v)?;
-            }
-            builder.end_row();
-            if builder.rows() >= plan.batch_rows || builder.bytes() >= plan.batch_bytes {
-                pending.push(finish_chunk(&mut builder, index, first)?);
-                first = false;
-            }
-            Ok(())
-        })
-        .map_err(|e| match e {
-            RowError::Decode(d) => decode_err(d),
-            RowError::Copy(c) => GuestError::new(ErrorKind::Internal, format!("{what}: {c}")),
-        })?;
+        reader
+            .drain::<RowError>(|fields| {
+                for (i, v) in fields.iter().enumerate() {
+                    builder.append(i, *v)?;
+                }
+                builder.end_row();
+                if builder.rows() >= plan.batch_rows || builder.bytes() >= plan.batch_bytes {
+                    pending.push(finish_chunk(&mut builder, index, first)?);
+                    first = false;
+                }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                RowError::Decode(d) => decode_err(d),
+                RowError::Copy(c) => GuestError::new(ErrorKind::Internal, format!("{what}: {c}")),
+            })?;
         for c in pending {
             if tx.send(Ok(c)).await.is_err() {
                 return Ok(());
             }
         }
     }
-    reader.finish().map_err(|e| GuestError::new(ErrorKind::Internal, format!("{what}: {e}")))?;
+    reader
+        .finish()
+        .map_err(|e| GuestError::new(ErrorKind::Internal, format!("{what}: {e}")))?;
     if builder.rows() > 0 || first {
         let c = finish_chunk(&mut builder, index, first).map_err(|e| match e {
             RowError::Decode(d) => decode_err(d),
@@ -143,7 +156,12 @@ fn finish_chunk(builder: &mut RowsBuilder, table: usize, first: bool) -> Result<
     let rows = builder.rows() as u32;
     let batch = builder.finish()?;
     let ipc = to_ipc(&batch).map_err(|e| RowError::Decode(DecodeError::Arrow(e)))?;
-    Ok(Chunk { table, first, rows, ipc })
+    Ok(Chunk {
+        table,
+        first,
+        rows,
+        ipc,
+    })
 }
 
 enum RowError {

@@ -18,28 +18,57 @@ use crate::ddl::{Tables, TargetTable};
 use crate::raw::RawValue;
 
 fn encode_err(desc: &TableDesc, e: impl std::fmt::Display) -> GuestError {
-    GuestError::new(ErrorKind::Unsupported, format!("table {}.{}: {e}", desc.namespace, desc.name))
+    GuestError::new(
+        ErrorKind::Unsupported,
+        format!("table {}.{}: {e}", desc.namespace, desc.name),
+    )
 }
 
-fn encoders<'a>(table: &TargetTable, rb: &'a RecordBatch, offset: usize) -> GuestResult<Vec<ColumnEncoder<'a>>> {
+fn encoders<'a>(
+    table: &TargetTable,
+    rb: &'a RecordBatch,
+    offset: usize,
+) -> GuestResult<Vec<ColumnEncoder<'a>>> {
     table
         .desc
         .columns
         .iter()
         .enumerate()
-        .map(|(i, c)| ColumnEncoder::new(&c.name, rb.column(offset + i), c.kind, table.element_oids[i]))
+        .map(|(i, c)| {
+            ColumnEncoder::new(
+                &c.name,
+                rb.column(offset + i),
+                c.kind,
+                table.element_oids[i],
+            )
+        })
         .collect::<Result<_, _>>()
         .map_err(|e| encode_err(&table.desc, e))
 }
 
 fn column_list(desc: &TableDesc) -> String {
-    desc.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
+    desc.columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-async fn copy_in(client: &Client, cfg: &PgConnectConfig, sql: &str, data: Vec<u8>, what: &str) -> GuestResult<()> {
-    let sink = client.copy_in::<_, bytes::Bytes>(sql).await.map_err(|e| pg_error(cfg, what, &e))?;
+async fn copy_in(
+    client: &Client,
+    cfg: &PgConnectConfig,
+    sql: &str,
+    data: Vec<u8>,
+    what: &str,
+) -> GuestResult<()> {
+    let sink = client
+        .copy_in::<_, bytes::Bytes>(sql)
+        .await
+        .map_err(|e| pg_error(cfg, what, &e))?;
     futures_util::pin_mut!(sink);
-    sink.send(bytes::Bytes::from(data)).await.map_err(|e| pg_error(cfg, what, &e))?;
+    sink.send(bytes::Bytes::from(data))
+        .await
+        .map_err(|e| pg_error(cfg, what, &e))?;
     sink.finish().await.map_err(|e| pg_error(cfg, what, &e))?;
     Ok(())
 }
@@ -73,7 +102,11 @@ pub async fn apply_snapshot(
         }
     }
     write_trailer(&mut data);
-    let sql = format!("COPY {} ({}) FROM STDIN (FORMAT binary)", table.desc.qualified(), column_list(&table.desc));
+    let sql = format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        table.desc.qualified(),
+        column_list(&table.desc)
+    );
     copy_in(client, cfg, &sql, data, &format!("copy rows into {name}")).await
 }
 
@@ -101,7 +134,8 @@ pub async fn apply_changes(
     let op_at = |row: usize| ops.value(row).as_bytes().first().copied().unwrap_or(b'?');
     let unchanged_at = |row: usize| (!unchanged.is_null(row)).then(|| unchanged.value(row));
     if table.key.is_empty() {
-        return apply_row_by_row(client, cfg, table, &enc, rb.num_rows(), op_at, unchanged_at).await;
+        return apply_row_by_row(client, cfg, table, &enc, rb.num_rows(), op_at, unchanged_at)
+            .await;
     }
     let mut keys: Vec<Vec<u8>> = Vec::with_capacity(rb.num_rows());
     for row in 0..rb.num_rows() {
@@ -118,10 +152,15 @@ pub async fn apply_changes(
         keys.push(key);
     }
     let changes: Vec<Change<'_>> = (0..rb.num_rows())
-        .map(|row| Change { op: op_at(row), key: &keys[row], unchanged: unchanged_at(row) })
+        .map(|row| Change {
+            op: op_at(row),
+            key: &keys[row],
+            unchanged: unchanged_at(row),
+        })
         .collect();
     let Some(steps) = plan(&changes, desc.columns.len()) else {
-        return apply_row_by_row(client, cfg, table, &enc, rb.num_rows(), op_at, unchanged_at).await;
+        return apply_row_by_row(client, cfg, table, &enc, rb.num_rows(), op_at, unchanged_at)
+            .await;
     };
     let key = table.key.clone();
     for step in steps {
@@ -138,7 +177,8 @@ pub async fn apply_changes(
                 for r in &rows {
                     data.extend_from_slice(&((enc.len() + 2) as i16).to_be_bytes());
                     for (c, e) in enc.iter().enumerate() {
-                        write_field(&mut data, e, r.sources[c] as usize).map_err(|e| encode_err(&desc, e))?;
+                        write_field(&mut data, e, r.sources[c] as usize)
+                            .map_err(|e| encode_err(&desc, e))?;
                     }
                     let (action, mask) = match &r.action {
                         Action::Delete => (b'd', None),
@@ -156,33 +196,61 @@ pub async fn apply_changes(
                     "COPY {stage} ({}, __culvert_action, __culvert_mask) FROM STDIN (FORMAT binary)",
                     column_list(&desc)
                 );
-                copy_in(client, cfg, &sql, data, &format!("stage changes for {name}")).await?;
+                copy_in(
+                    client,
+                    cfg,
+                    &sql,
+                    data,
+                    &format!("stage changes for {name}"),
+                )
+                .await?;
                 let sql = set_based_sql(&desc, &key, &stage, deletes, upserts, partials);
-                client.batch_execute(&sql).await.map_err(|e| pg_error(cfg, &format!("apply changes to {name}"), &e))?;
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(|e| pg_error(cfg, &format!("apply changes to {name}"), &e))?;
             }
         }
     }
     Ok(())
 }
 
-fn set_based_sql(desc: &TableDesc, key: &[usize], stage: &str, deletes: bool, upserts: bool, partials: bool) -> String {
+fn set_based_sql(
+    desc: &TableDesc,
+    key: &[usize],
+    stage: &str,
+    deletes: bool,
+    upserts: bool,
+    partials: bool,
+) -> String {
     let t = desc.qualified();
-    let key_match: Vec<String> =
-        key.iter().map(|&k| format!("t.{0} = s.{0}", quote_ident(&desc.columns[k].name))).collect();
+    let key_match: Vec<String> = key
+        .iter()
+        .map(|&k| format!("t.{0} = s.{0}", quote_ident(&desc.columns[k].name)))
+        .collect();
     let key_match = key_match.join(" AND ");
-    let non_key: Vec<usize> = (0..desc.columns.len()).filter(|c| !key.contains(c)).collect();
+    let non_key: Vec<usize> = (0..desc.columns.len())
+        .filter(|c| !key.contains(c))
+        .collect();
     let mut sql = String::new();
     if deletes {
-        sql.push_str(&format!("DELETE FROM {t} t USING {stage} s WHERE s.__culvert_action = 'd' AND {key_match};\n"));
+        sql.push_str(&format!(
+            "DELETE FROM {t} t USING {stage} s WHERE s.__culvert_action = 'd' AND {key_match};\n"
+        ));
     }
     if upserts {
         let cols = column_list(desc);
-        let keys: Vec<String> = key.iter().map(|&k| quote_ident(&desc.columns[k].name)).collect();
+        let keys: Vec<String> = key
+            .iter()
+            .map(|&k| quote_ident(&desc.columns[k].name))
+            .collect();
         let action = if non_key.is_empty() {
             "DO NOTHING".to_string()
         } else {
-            let sets: Vec<String> =
-                non_key.iter().map(|&c| format!("{0} = EXCLUDED.{0}", quote_ident(&desc.columns[c].name))).collect();
+            let sets: Vec<String> = non_key
+                .iter()
+                .map(|&c| format!("{0} = EXCLUDED.{0}", quote_ident(&desc.columns[c].name)))
+                .collect();
             format!("DO UPDATE SET {}", sets.join(", "))
         };
         sql.push_str(&format!(
@@ -241,20 +309,35 @@ async fn apply_row_by_row<'b>(
                     )
                 })
                 .collect();
-            format!("ctid = (SELECT ctid FROM {t} WHERE {} LIMIT 1)", conds.join(" AND "))
+            format!(
+                "ctid = (SELECT ctid FROM {t} WHERE {} LIMIT 1)",
+                conds.join(" AND ")
+            )
         } else {
             let conds: Vec<String> = table
                 .key
                 .iter()
                 .enumerate()
-                .map(|(i, &c)| format!("{} = {}", quote_ident(&desc.columns[c].name), typed(c, first_param + i)))
+                .map(|(i, &c)| {
+                    format!(
+                        "{} = {}",
+                        quote_ident(&desc.columns[c].name),
+                        typed(c, first_param + i)
+                    )
+                })
                 .collect();
             conds.join(" AND ")
         }
     };
-    let match_cols: Vec<usize> = if table.key.is_empty() { (0..desc.columns.len()).collect() } else { table.key.clone() };
+    let match_cols: Vec<usize> = if table.key.is_empty() {
+        (0..desc.columns.len()).collect()
+    } else {
+        table.key.clone()
+    };
     let value = |c: usize, row: usize| -> GuestResult<RawValue> {
-        Ok(RawValue(enc[c].value(row).map_err(|e| encode_err(desc, e))?))
+        Ok(RawValue(
+            enc[c].value(row).map_err(|e| encode_err(desc, e))?,
+        ))
     };
     let mut row = 0;
     while row < rows {
@@ -266,7 +349,11 @@ async fn apply_row_by_row<'b>(
                 let conflict = if table.key.is_empty() {
                     String::new()
                 } else {
-                    let keys: Vec<String> = table.key.iter().map(|&k| quote_ident(&desc.columns[k].name)).collect();
+                    let keys: Vec<String> = table
+                        .key
+                        .iter()
+                        .map(|&k| quote_ident(&desc.columns[k].name))
+                        .collect();
                     let non_key: Vec<String> = (0..desc.columns.len())
                         .filter(|c| !table.key.contains(c))
                         .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(&desc.columns[c].name)))
@@ -274,14 +361,29 @@ async fn apply_row_by_row<'b>(
                     if non_key.is_empty() {
                         format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", "))
                     } else {
-                        format!(" ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), non_key.join(", "))
+                        format!(
+                            " ON CONFLICT ({}) DO UPDATE SET {}",
+                            keys.join(", "),
+                            non_key.join(", ")
+                        )
                     }
                 };
-                let params = (0..desc.columns.len()).map(|c| value(c, row)).collect::<GuestResult<_>>()?;
-                (format!("INSERT INTO {t} ({cols}) VALUES ({}){conflict}", vals.join(", ")), params)
+                let params = (0..desc.columns.len())
+                    .map(|c| value(c, row))
+                    .collect::<GuestResult<_>>()?;
+                (
+                    format!(
+                        "INSERT INTO {t} ({cols}) VALUES ({}){conflict}",
+                        vals.join(", ")
+                    ),
+                    params,
+                )
             }
             b'D' => {
-                let params = match_cols.iter().map(|&c| value(c, row)).collect::<GuestResult<Vec<_>>>()?;
+                let params = match_cols
+                    .iter()
+                    .map(|&c| value(c, row))
+                    .collect::<GuestResult<Vec<_>>>()?;
                 (format!("DELETE FROM {t} WHERE {}", matcher(1)), params)
             }
             b'B' | b'U' => {
@@ -293,32 +395,57 @@ async fn apply_row_by_row<'b>(
                     (row - 1, row)
                 } else {
                     if table.key.is_empty() {
-                        return Err(encode_err(desc, "update without a before-image on a table without a key"));
+                        return Err(encode_err(
+                            desc,
+                            "update without a before-image on a table without a key",
+                        ));
                     }
                     (row, row)
                 };
                 let skip = unchanged_at(new_row);
-                let set_cols: Vec<usize> = (0..desc.columns.len()).filter(|&c| !bit(skip, c)).collect();
+                let set_cols: Vec<usize> =
+                    (0..desc.columns.len()).filter(|&c| !bit(skip, c)).collect();
                 let n = match_cols.len();
                 let sets: Vec<String> = set_cols
                     .iter()
                     .enumerate()
-                    .map(|(i, &c)| format!("{} = {}", quote_ident(&desc.columns[c].name), typed(c, n + 1 + i)))
+                    .map(|(i, &c)| {
+                        format!(
+                            "{} = {}",
+                            quote_ident(&desc.columns[c].name),
+                            typed(c, n + 1 + i)
+                        )
+                    })
                     .collect();
-                let mut params = match_cols.iter().map(|&c| value(c, old_row)).collect::<GuestResult<Vec<_>>>()?;
+                let mut params = match_cols
+                    .iter()
+                    .map(|&c| value(c, old_row))
+                    .collect::<GuestResult<Vec<_>>>()?;
                 for &c in &set_cols {
                     params.push(value(c, new_row)?);
                 }
-                (format!("UPDATE {t} SET {} WHERE {}", sets.join(", "), matcher(1)), params)
+                (
+                    format!("UPDATE {t} SET {} WHERE {}", sets.join(", "), matcher(1)),
+                    params,
+                )
             }
             b'T' => (format!("TRUNCATE {t}"), Vec::new()),
-            other => return Err(encode_err(desc, format!("unknown change operation {:?}", other as char))),
+            other => {
+                return Err(encode_err(
+                    desc,
+                    format!("unknown change operation {:?}", other as char),
+                ));
+            }
         };
         if !statements.contains_key(&sql) {
-            let stmt = client.prepare(&sql).await.map_err(|e| pg_error(cfg, &format!("prepare change for {name}"), &e))?;
+            let stmt = client
+                .prepare(&sql)
+                .await
+                .map_err(|e| pg_error(cfg, &format!("prepare change for {name}"), &e))?;
             statements.insert(sql.clone(), stmt);
         }
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         client
             .execute(&statements[&sql], &refs)
             .await

@@ -27,7 +27,12 @@ pub struct Tables {
 
 impl Tables {
     /// The table for `desc`, created or checked on first use.
-    pub async fn ensure(&mut self, client: &Client, cfg: &PgConnectConfig, desc: &TableDesc) -> GuestResult<&mut TargetTable> {
+    pub async fn ensure(
+        &mut self,
+        client: &Client,
+        cfg: &PgConnectConfig,
+        desc: &TableDesc,
+    ) -> GuestResult<&mut TargetTable> {
         let name = desc.qualified();
         let stale = self.known.get(&name).is_some_and(|t| t.desc != *desc);
         if stale || !self.known.contains_key(&name) {
@@ -50,7 +55,12 @@ impl Tables {
     }
 
     /// The staging table of `name`, created in this session if needed.
-    pub async fn stage(&mut self, client: &Client, cfg: &PgConnectConfig, name: &str) -> GuestResult<String> {
+    pub async fn stage(
+        &mut self,
+        client: &Client,
+        cfg: &PgConnectConfig,
+        name: &str,
+    ) -> GuestResult<String> {
         let next = self.stages;
         let table = self.known.get_mut(name).expect("ensured before staging");
         if let Some(stage) = &table.stage {
@@ -60,22 +70,41 @@ impl Tables {
                 .map_err(|e| pg_error(cfg, "reset staging table", &e))?;
             return Ok(stage.clone());
         }
-        let stage = format!("pg_temp.{}", quote_ident(&format!("__culvert_stage_{next}")));
-        let cols: Vec<String> =
-            table.desc.columns.iter().map(|c| format!("{} {}", quote_ident(&c.name), c.type_name)).collect();
+        let stage = format!(
+            "pg_temp.{}",
+            quote_ident(&format!("__culvert_stage_{next}"))
+        );
+        let cols: Vec<String> = table
+            .desc
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", quote_ident(&c.name), c.type_name))
+            .collect();
         let sql = format!(
             "DROP TABLE IF EXISTS {stage}; CREATE TEMP TABLE {stage} ({}, __culvert_action \"char\", __culvert_mask bytea)",
             cols.join(", ")
         );
-        client.batch_execute(&sql).await.map_err(|e| pg_error(cfg, "create staging table", &e))?;
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| pg_error(cfg, "create staging table", &e))?;
         table.stage = Some(stage.clone());
         self.stages += 1;
         Ok(stage)
     }
 }
 
-fn ddl_error(cfg: &PgConnectConfig, desc: &TableDesc, what: &str, e: &tokio_postgres::Error) -> GuestError {
-    let mut err = pg_error(cfg, &format!("{what} for {}.{}", desc.namespace, desc.name), e);
+fn ddl_error(
+    cfg: &PgConnectConfig,
+    desc: &TableDesc,
+    what: &str,
+    e: &tokio_postgres::Error,
+) -> GuestError {
+    let mut err = pg_error(
+        cfg,
+        &format!("{what} for {}.{}", desc.namespace, desc.name),
+        e,
+    );
     if err.kind == ErrorKind::Permission {
         err.message.push_str(&format!(
             "; the target role needs CREATE on database `{}` and on schema `{}`",
@@ -85,9 +114,16 @@ fn ddl_error(cfg: &PgConnectConfig, desc: &TableDesc, what: &str, e: &tokio_post
     err
 }
 
-async fn prepare(client: &Client, cfg: &PgConnectConfig, desc: &TableDesc) -> GuestResult<TargetTable> {
+async fn prepare(
+    client: &Client,
+    cfg: &PgConnectConfig,
+    desc: &TableDesc,
+) -> GuestResult<TargetTable> {
     client
-        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&desc.namespace)))
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(&desc.namespace)
+        ))
         .await
         .map_err(|e| ddl_error(cfg, desc, "create schema", &e))?;
     for def in desc.columns.iter().filter_map(|c| c.enum_def.as_ref()) {
@@ -95,7 +131,10 @@ async fn prepare(client: &Client, cfg: &PgConnectConfig, desc: &TableDesc) -> Gu
     }
     let key: Vec<usize> = desc.key_columns();
     let exists = client
-        .query_opt("SELECT 1 FROM pg_catalog.pg_class WHERE oid = to_regclass($1)", &[&desc.qualified()])
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_class WHERE oid = to_regclass($1)",
+            &[&desc.qualified()],
+        )
         .await
         .map_err(|e| ddl_error(cfg, desc, "look up table", &e))?
         .is_some();
@@ -104,16 +143,27 @@ async fn prepare(client: &Client, cfg: &PgConnectConfig, desc: &TableDesc) -> Gu
             .columns
             .iter()
             .map(|c| {
-                let not_null = if c.key_ordinal.is_some() { " NOT NULL" } else { "" };
+                let not_null = if c.key_ordinal.is_some() {
+                    " NOT NULL"
+                } else {
+                    ""
+                };
                 format!("{} {}{not_null}", quote_ident(&c.name), c.type_name)
             })
             .collect();
         if !key.is_empty() {
-            let names: Vec<String> = key.iter().map(|&i| quote_ident(&desc.columns[i].name)).collect();
+            let names: Vec<String> = key
+                .iter()
+                .map(|&i| quote_ident(&desc.columns[i].name))
+                .collect();
             cols.push(format!("PRIMARY KEY ({})", names.join(", ")));
         }
         client
-            .batch_execute(&format!("CREATE TABLE IF NOT EXISTS {} ({})", desc.qualified(), cols.join(", ")))
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {} ({})",
+                desc.qualified(),
+                cols.join(", ")
+            ))
             .await
             .map_err(|e| ddl_error(cfg, desc, "create table", &e))?;
     }
@@ -139,13 +189,26 @@ async fn prepare(client: &Client, cfg: &PgConnectConfig, desc: &TableDesc) -> Gu
         };
         element_oids.push((c.kind == PgKind::Raw && *elem != 0).then_some(*elem));
     }
-    Ok(TargetTable { desc: desc.clone(), key, element_oids, stage: None })
+    Ok(TargetTable {
+        desc: desc.clone(),
+        key,
+        element_oids,
+        stage: None,
+    })
 }
 
-async fn ensure_enum(client: &Client, cfg: &PgConnectConfig, desc: &TableDesc, def: &EnumDef) -> GuestResult<()> {
+async fn ensure_enum(
+    client: &Client,
+    cfg: &PgConnectConfig,
+    desc: &TableDesc,
+    def: &EnumDef,
+) -> GuestResult<()> {
     let name = format!("{}.{}", quote_ident(&def.namespace), quote_ident(&def.name));
     client
-        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&def.namespace)))
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(&def.namespace)
+        ))
         .await
         .map_err(|e| ddl_error(cfg, desc, "create schema", &e))?;
     let existing: Vec<String> = client
@@ -166,7 +229,10 @@ async fn ensure_enum(client: &Client, cfg: &PgConnectConfig, desc: &TableDesc, d
     if !type_exists {
         let labels: Vec<String> = def.labels.iter().map(|l| quote_literal(l)).collect();
         client
-            .batch_execute(&format!("CREATE TYPE {name} AS ENUM ({})", labels.join(", ")))
+            .batch_execute(&format!(
+                "CREATE TYPE {name} AS ENUM ({})",
+                labels.join(", ")
+            ))
             .await
             .map_err(|e| ddl_error(cfg, desc, "create enum type", &e))?;
         return Ok(());
@@ -179,10 +245,16 @@ async fn ensure_enum(client: &Client, cfg: &PgConnectConfig, desc: &TableDesc, d
         }
         let place = match i.checked_sub(1).map(|p| &def.labels[p]) {
             Some(prev) => format!(" AFTER {}", quote_literal(prev)),
-            None => present.first().map(|f| format!(" BEFORE {}", quote_literal(f))).unwrap_or_default(),
+            None => present
+                .first()
+                .map(|f| format!(" BEFORE {}", quote_literal(f)))
+                .unwrap_or_default(),
         };
         client
-            .batch_execute(&format!("ALTER TYPE {name} ADD VALUE IF NOT EXISTS {}{place}", quote_literal(label)))
+            .batch_execute(&format!(
+                "ALTER TYPE {name} ADD VALUE IF NOT EXISTS {}{place}",
+                quote_literal(label)
+            ))
             .await
             .map_err(|e| ddl_error(cfg, desc, "add enum label", &e))?;
         present.push(label.clone());

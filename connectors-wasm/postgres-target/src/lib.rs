@@ -40,11 +40,17 @@ fn to_wit(e: GuestError) -> wit::ConnectorError {
         ErrorKind::State => wit::ErrorKind::State,
         ErrorKind::Internal => wit::ErrorKind::Internal,
     };
-    wit::ConnectorError { kind, message: e.message }
+    wit::ConnectorError {
+        kind,
+        message: e.message,
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime on wasi")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime on wasi")
 }
 
 /// JSON Schema of the configuration.

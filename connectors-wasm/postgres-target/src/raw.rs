@@ -8,7 +8,11 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 pub struct RawValue(pub Option<Vec<u8>>);
 
 impl ToSql for RawValue {
-    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         match &self.0 {
             None => Ok(IsNull::Yes),
             Some(bytes) => {

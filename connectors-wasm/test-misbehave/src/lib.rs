@@ -23,7 +23,10 @@ struct Config {
 }
 
 fn fail(message: String) -> wit::ConnectorError {
-    wit::ConnectorError { kind: wit::ErrorKind::Internal, message }
+    wit::ConnectorError {
+        kind: wit::ErrorKind::Internal,
+        message,
+    }
 }
 
 struct Component;
@@ -82,7 +85,8 @@ impl Guest for Component {
     type Reader = Reader;
 
     fn spec() -> String {
-        r#"{"type":"object","properties":{"mode":{"type":"string"}},"required":["mode"]}"#.to_string()
+        r#"{"type":"object","properties":{"mode":{"type":"string"}},"required":["mode"]}"#
+            .to_string()
     }
 
     fn check(_config: String) -> Vec<wit::CheckResult> {

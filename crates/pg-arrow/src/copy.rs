@@ -94,7 +94,11 @@ impl CopyReader {
                 break;
             }
             if count as usize != self.width || count < 0 {
-                return Err(CopyError::FieldCount { got: count, expected: self.width }.into());
+                return Err(CopyError::FieldCount {
+                    got: count,
+                    expected: self.width,
+                }
+                .into());
             }
             let mut p = pos + 2;
             self.offsets.clear();
@@ -124,11 +128,13 @@ impl CopyReader {
                 break;
             }
             fields.clear();
-            fields.extend(
-                self.offsets
-                    .iter()
-                    .map(|&(at, len)| if len < 0 { None } else { Some(&data[at..at + len as usize]) }),
-            );
+            fields.extend(self.offsets.iter().map(|&(at, len)| {
+                if len < 0 {
+                    None
+                } else {
+                    Some(&data[at..at + len as usize])
+                }
+            }));
             row(&fields)?;
             rows += 1;
             pos = p;
@@ -139,7 +145,11 @@ impl CopyReader {
 
     /// Error unless the stream ended cleanly.
     pub fn finish(&self) -> Result<(), CopyError> {
-        if self.finished && self.buf.is_empty() { Ok(()) } else { Err(CopyError::Truncated) }
+        if self.finished && self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(CopyError::Truncated)
+        }
     }
 }
 
@@ -156,7 +166,11 @@ pub fn write_trailer(out: &mut Vec<u8>) {
 }
 
 /// Append one row made of row `row` of each column.
-pub fn write_row(out: &mut Vec<u8>, columns: &[ColumnEncoder<'_>], row: usize) -> Result<(), EncodeError> {
+pub fn write_row(
+    out: &mut Vec<u8>,
+    columns: &[ColumnEncoder<'_>],
+    row: usize,
+) -> Result<(), EncodeError> {
     out.extend_from_slice(&(columns.len() as i16).to_be_bytes());
     for col in columns {
         write_field(out, col, row)?;
@@ -165,7 +179,11 @@ pub fn write_row(out: &mut Vec<u8>, columns: &[ColumnEncoder<'_>], row: usize) -
 }
 
 /// Append one field: length prefix and value, or -1 for NULL.
-pub fn write_field(out: &mut Vec<u8>, col: &ColumnEncoder<'_>, row: usize) -> Result<(), EncodeError> {
+pub fn write_field(
+    out: &mut Vec<u8>,
+    col: &ColumnEncoder<'_>,
+    row: usize,
+) -> Result<(), EncodeError> {
     if col.is_null(row) {
         out.extend_from_slice(&(-1i32).to_be_bytes());
         return Ok(());
@@ -208,7 +226,10 @@ mod tests {
 
     #[test]
     fn parses_rows_split_at_every_byte() {
-        let rows = vec![vec![Some(&b"abc"[..]), None], vec![Some(&b""[..]), Some(&b"\x00\x01"[..])]];
+        let rows = vec![
+            vec![Some(&b"abc"[..]), None],
+            vec![Some(&b""[..]), Some(&b"\x00\x01"[..])],
+        ];
         let bytes = stream(&rows);
         for split in 0..bytes.len() {
             let mut reader = CopyReader::new(2);
@@ -235,9 +256,15 @@ mod tests {
         let bytes = stream(&[vec![Some(&b"x"[..])]]);
         let mut reader = CopyReader::new(2);
         reader.push(&bytes);
-        assert!(matches!(reader.drain::<CopyError>(|_| Ok(())), Err(CopyError::FieldCount { .. })));
+        assert!(matches!(
+            reader.drain::<CopyError>(|_| Ok(())),
+            Err(CopyError::FieldCount { .. })
+        ));
         let mut reader = CopyReader::new(1);
         reader.push(b"NOTCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0");
-        assert!(matches!(reader.drain::<CopyError>(|_| Ok(())), Err(CopyError::BadSignature)));
+        assert!(matches!(
+            reader.drain::<CopyError>(|_| Ok(())),
+            Err(CopyError::BadSignature)
+        ));
     }
 }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Date32Builder, FixedSizeBinaryBuilder, Float32Builder, Float64Builder,
-    Int16Builder, Int32Builder, Int64Builder, StringBuilder, Time64MicrosecondBuilder,
-    TimestampMicrosecondBuilder, UInt64Builder,
+    BinaryBuilder, BooleanBuilder, Date32Builder, FixedSizeBinaryBuilder, Float32Builder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder, UInt64Builder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{ArrowError, Schema};
@@ -65,7 +65,9 @@ impl ColBuilder {
             PgKind::Date => ColBuilder::Date(Date32Builder::new()),
             PgKind::Time => ColBuilder::Time(Time64MicrosecondBuilder::new()),
             PgKind::Timestamp => ColBuilder::Ts(TimestampMicrosecondBuilder::new()),
-            PgKind::Timestamptz => ColBuilder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+            PgKind::Timestamptz => {
+                ColBuilder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            }
         }
     }
 
@@ -89,7 +91,8 @@ impl ColBuilder {
     /// Append one value in PostgreSQL binary format; the error string says what is wrong.
     fn append(&mut self, v: &[u8], scratch: &mut String) -> Result<(), String> {
         fn fixed<const N: usize>(v: &[u8]) -> Result<[u8; N], String> {
-            v.try_into().map_err(|_| format!("expected {N} bytes, got {}", v.len()))
+            v.try_into()
+                .map_err(|_| format!("expected {N} bytes, got {}", v.len()))
         }
         match self {
             ColBuilder::Bool(b) => b.append_value(fixed::<1>(v)?[0] != 0),
@@ -193,9 +196,17 @@ impl RowsBuilder {
     fn new(table: &TableDesc, schema: Arc<Schema>, meta: Option<ChangeMeta>) -> RowsBuilder {
         RowsBuilder {
             schema,
-            names: table.columns.iter().map(|c| (c.name.clone(), c.type_name.clone())).collect(),
+            names: table
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.type_name.clone()))
+                .collect(),
             meta,
-            cols: table.columns.iter().map(|c| ColBuilder::new(c.kind)).collect(),
+            cols: table
+                .columns
+                .iter()
+                .map(|c| ColBuilder::new(c.kind))
+                .collect(),
             rows: 0,
             bytes: 0,
             scratch: String::new(),
@@ -226,11 +237,13 @@ impl RowsBuilder {
             None => builder.append_null(),
             Some(v) => {
                 self.bytes += v.len() + 4;
-                builder.append(v, &mut self.scratch).map_err(|reason| DecodeError::Value {
-                    column: self.names[col].0.clone(),
-                    type_name: self.names[col].1.clone(),
-                    reason,
-                })?;
+                builder
+                    .append(v, &mut self.scratch)
+                    .map_err(|reason| DecodeError::Value {
+                        column: self.names[col].0.clone(),
+                        type_name: self.names[col].1.clone(),
+                        reason,
+                    })?;
             }
         }
         Ok(())

@@ -6,8 +6,9 @@ use arrow_array::types::{
     TimestampMicrosecondType,
 };
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, FixedSizeBinaryArray, Float32Array, Float64Array,
-    Int16Array, Int32Array, Int64Array, StringArray, Time64MicrosecondArray, TimestampMicrosecondArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, FixedSizeBinaryArray, Float32Array,
+    Float64Array, Int16Array, Int32Array, Int64Array, StringArray, Time64MicrosecondArray,
+    TimestampMicrosecondArray,
 };
 use arrow_schema::DataType;
 use thiserror::Error;
@@ -58,7 +59,11 @@ impl<'a> ColumnEncoder<'a> {
     ) -> Result<ColumnEncoder<'a>, EncodeError> {
         let mismatch = || EncodeError {
             column: name.to_string(),
-            reason: format!("Arrow type {} does not carry PostgreSQL kind {}", array.data_type(), kind.as_str()),
+            reason: format!(
+                "Arrow type {} does not carry PostgreSQL kind {}",
+                array.data_type(),
+                kind.as_str()
+            ),
         };
         let typed = match (kind, array.data_type()) {
             (PgKind::Bool, DataType::Boolean) => Typed::Bool(array.as_boolean()),
@@ -67,20 +72,29 @@ impl<'a> ColumnEncoder<'a> {
             (PgKind::Int8, DataType::Int64) => Typed::I64(array.as_primitive::<Int64Type>()),
             (PgKind::Float4, DataType::Float32) => Typed::F32(array.as_primitive::<Float32Type>()),
             (PgKind::Float8, DataType::Float64) => Typed::F64(array.as_primitive::<Float64Type>()),
-            (PgKind::Text | PgKind::Json | PgKind::Jsonb | PgKind::Enum | PgKind::Numeric, DataType::Utf8) => {
-                Typed::Utf8(array.as_string::<i32>(), kind)
-            }
+            (
+                PgKind::Text | PgKind::Json | PgKind::Jsonb | PgKind::Enum | PgKind::Numeric,
+                DataType::Utf8,
+            ) => Typed::Utf8(array.as_string::<i32>(), kind),
             (PgKind::Bytea, DataType::Binary) => Typed::Bin(array.as_binary::<i32>(), None),
             (PgKind::Raw, DataType::Binary) => Typed::Bin(array.as_binary::<i32>(), element_oid),
-            (PgKind::Uuid, DataType::FixedSizeBinary(16)) => Typed::Uuid(array.as_fixed_size_binary()),
+            (PgKind::Uuid, DataType::FixedSizeBinary(16)) => {
+                Typed::Uuid(array.as_fixed_size_binary())
+            }
             (PgKind::Date, DataType::Date32) => Typed::Date(array.as_primitive::<Date32Type>()),
-            (PgKind::Time, DataType::Time64(_)) => Typed::Time(array.as_primitive::<Time64MicrosecondType>()),
+            (PgKind::Time, DataType::Time64(_)) => {
+                Typed::Time(array.as_primitive::<Time64MicrosecondType>())
+            }
             (PgKind::Timestamp | PgKind::Timestamptz, DataType::Timestamp(_, _)) => {
                 Typed::Ts(array.as_primitive::<TimestampMicrosecondType>())
             }
             _ => return Err(mismatch()),
         };
-        Ok(ColumnEncoder { name: name.to_string(), array, typed })
+        Ok(ColumnEncoder {
+            name: name.to_string(),
+            array,
+            typed,
+        })
     }
 
     /// Whether row `row` is NULL.
@@ -100,7 +114,9 @@ impl<'a> ColumnEncoder<'a> {
             Typed::Utf8(a, kind) => {
                 let text = a.value(row);
                 match kind {
-                    PgKind::Numeric => numeric::text_to_numeric_into(text, out).map_err(|e| self.err(e))?,
+                    PgKind::Numeric => {
+                        numeric::text_to_numeric_into(text, out).map_err(|e| self.err(e))?
+                    }
                     PgKind::Jsonb => {
                         out.push(1);
                         out.extend_from_slice(text.as_bytes());
@@ -122,7 +138,9 @@ impl<'a> ColumnEncoder<'a> {
             Typed::Date(a) => {
                 let days = match a.value(row) {
                     d @ (i32::MAX | i32::MIN) => d,
-                    d => d.checked_sub(PG_EPOCH_DAYS).ok_or_else(|| self.err("date out of range"))?,
+                    d => d
+                        .checked_sub(PG_EPOCH_DAYS)
+                        .ok_or_else(|| self.err("date out of range"))?,
                 };
                 out.extend_from_slice(&days.to_be_bytes());
             }
@@ -130,7 +148,9 @@ impl<'a> ColumnEncoder<'a> {
             Typed::Ts(a) => {
                 let micros = match a.value(row) {
                     m @ (i64::MAX | i64::MIN) => m,
-                    m => m.checked_sub(PG_EPOCH_MICROS).ok_or_else(|| self.err("timestamp out of range"))?,
+                    m => m
+                        .checked_sub(PG_EPOCH_MICROS)
+                        .ok_or_else(|| self.err("timestamp out of range"))?,
                 };
                 out.extend_from_slice(&micros.to_be_bytes());
             }
@@ -149,6 +169,9 @@ impl<'a> ColumnEncoder<'a> {
     }
 
     fn err(&self, reason: impl ToString) -> EncodeError {
-        EncodeError { column: self.name.clone(), reason: reason.to_string() }
+        EncodeError {
+            column: self.name.clone(),
+            reason: reason.to_string(),
+        }
     }
 }

@@ -38,7 +38,11 @@ impl Position {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(21);
         match *self {
-            Position::Snapshot { generation, table, chunk } => {
+            Position::Snapshot {
+                generation,
+                table,
+                chunk,
+            } => {
                 out.push(0);
                 out.extend_from_slice(&generation.to_be_bytes());
                 out.extend_from_slice(&table.to_be_bytes());
@@ -55,7 +59,10 @@ impl Position {
 
     /// Decode bytes written by [`Position::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Position, PositionError> {
-        let err = || PositionError { len: bytes.len(), tag: bytes.first().copied() };
+        let err = || PositionError {
+            len: bytes.len(),
+            tag: bytes.first().copied(),
+        };
         let u64_at = |at: usize| -> Result<u64, PositionError> {
             let slice = bytes.get(at..at + 8).ok_or_else(err)?;
             Ok(u64::from_be_bytes(slice.try_into().map_err(|_| err())?))
@@ -66,7 +73,10 @@ impl Position {
                 table: u32::from_be_bytes(bytes[9..13].try_into().map_err(|_| err())?),
                 chunk: u64_at(13)?,
             }),
-            (Some(1), 17) => Ok(Position::Changes { lsn: u64_at(1)?, seq: u64_at(9)? }),
+            (Some(1), 17) => Ok(Position::Changes {
+                lsn: u64_at(1)?,
+                seq: u64_at(9)?,
+            }),
             _ => Err(err()),
         }
     }
@@ -79,13 +89,35 @@ mod tests {
     #[test]
     fn byte_order_matches_position_order() {
         let positions = [
-            Position::Snapshot { generation: 5, table: 0, chunk: 0 },
-            Position::Snapshot { generation: 5, table: 0, chunk: 300 },
-            Position::Snapshot { generation: 5, table: 2, chunk: 1 },
-            Position::Snapshot { generation: 9, table: 0, chunk: 0 },
+            Position::Snapshot {
+                generation: 5,
+                table: 0,
+                chunk: 0,
+            },
+            Position::Snapshot {
+                generation: 5,
+                table: 0,
+                chunk: 300,
+            },
+            Position::Snapshot {
+                generation: 5,
+                table: 2,
+                chunk: 1,
+            },
+            Position::Snapshot {
+                generation: 9,
+                table: 0,
+                chunk: 0,
+            },
             Position::Changes { lsn: 1, seq: 0 },
-            Position::Changes { lsn: 1, seq: u64::MAX },
-            Position::Changes { lsn: 0x1_0000_0000, seq: 3 },
+            Position::Changes {
+                lsn: 1,
+                seq: u64::MAX,
+            },
+            Position::Changes {
+                lsn: 0x1_0000_0000,
+                seq: 3,
+            },
         ];
         for pair in positions.windows(2) {
             assert!(pair[0] < pair[1]);

@@ -68,8 +68,24 @@ pub fn plan(changes: &[Change<'_>], width: usize) -> Option<Vec<Step>> {
                 flush(&mut net, &mut order, &mut steps);
                 steps.push(Step::Truncate);
             }
-            b'I' => put(&mut net, &mut order, c.key, NetRow { action: Action::Upsert, sources: all(i) }),
-            b'D' => put(&mut net, &mut order, c.key, NetRow { action: Action::Delete, sources: all(i) }),
+            b'I' => put(
+                &mut net,
+                &mut order,
+                c.key,
+                NetRow {
+                    action: Action::Upsert,
+                    sources: all(i),
+                },
+            ),
+            b'D' => put(
+                &mut net,
+                &mut order,
+                c.key,
+                NetRow {
+                    action: Action::Delete,
+                    sources: all(i),
+                },
+            ),
             b'B' | b'U' => {
                 let before_i = i;
                 let (old_key, new_i) = if c.op == b'B' {
@@ -85,8 +101,24 @@ pub fn plan(changes: &[Change<'_>], width: usize) -> Option<Vec<Step>> {
                 let prev = match old_key {
                     Some(old) if old != new.key => {
                         let prev = net.remove(old);
-                        put(&mut net, &mut order, old, NetRow { action: Action::Delete, sources: all(before_i) });
-                        if has_any(new.unchanged) && !matches!(prev, Some(NetRow { action: Action::Upsert, .. })) {
+                        put(
+                            &mut net,
+                            &mut order,
+                            old,
+                            NetRow {
+                                action: Action::Delete,
+                                sources: all(before_i),
+                            },
+                        );
+                        if has_any(new.unchanged)
+                            && !matches!(
+                                prev,
+                                Some(NetRow {
+                                    action: Action::Upsert,
+                                    ..
+                                })
+                            )
+                        {
                             return None;
                         }
                         prev
@@ -106,36 +138,62 @@ pub fn plan(changes: &[Change<'_>], width: usize) -> Option<Vec<Step>> {
 
 fn merge(prev: Option<NetRow>, row: usize, unchanged: Option<&[u8]>, width: usize) -> NetRow {
     let Some(bits) = unchanged.filter(|b| has_any(Some(b))) else {
-        return NetRow { action: Action::Upsert, sources: vec![row as u32; width] };
+        return NetRow {
+            action: Action::Upsert,
+            sources: vec![row as u32; width],
+        };
     };
     match prev {
-        Some(NetRow { action: Action::Upsert, sources }) => NetRow {
+        Some(NetRow {
             action: Action::Upsert,
-            sources: (0..width).map(|c| if bit(bits, c) { sources[c] } else { row as u32 }).collect(),
+            sources,
+        }) => NetRow {
+            action: Action::Upsert,
+            sources: (0..width)
+                .map(|c| if bit(bits, c) { sources[c] } else { row as u32 })
+                .collect(),
         },
-        Some(NetRow { action: Action::Partial(prev_bits), sources }) => {
-            let mask: Vec<u8> =
-                (0..width.div_ceil(8)).map(|b| bits.get(b).copied().unwrap_or(0) & prev_bits.get(b).copied().unwrap_or(0)).collect();
+        Some(NetRow {
+            action: Action::Partial(prev_bits),
+            sources,
+        }) => {
+            let mask: Vec<u8> = (0..width.div_ceil(8))
+                .map(|b| bits.get(b).copied().unwrap_or(0) & prev_bits.get(b).copied().unwrap_or(0))
+                .collect();
             NetRow {
                 action: Action::Partial(mask),
-                sources: (0..width).map(|c| if bit(bits, c) { sources[c] } else { row as u32 }).collect(),
+                sources: (0..width)
+                    .map(|c| if bit(bits, c) { sources[c] } else { row as u32 })
+                    .collect(),
             }
         }
         _ => {
             let mut mask = bits.to_vec();
             mask.resize(width.div_ceil(8), 0);
-            NetRow { action: Action::Partial(mask), sources: vec![row as u32; width] }
+            NetRow {
+                action: Action::Partial(mask),
+                sources: vec![row as u32; width],
+            }
         }
     }
 }
 
-fn put<'a>(net: &mut HashMap<&'a [u8], NetRow>, order: &mut Vec<&'a [u8]>, key: &'a [u8], row: NetRow) {
+fn put<'a>(
+    net: &mut HashMap<&'a [u8], NetRow>,
+    order: &mut Vec<&'a [u8]>,
+    key: &'a [u8],
+    row: NetRow,
+) {
     if net.insert(key, row).is_none() {
         order.push(key);
     }
 }
 
-fn flush<'a>(net: &mut HashMap<&'a [u8], NetRow>, order: &mut Vec<&'a [u8]>, steps: &mut Vec<Step>) {
+fn flush<'a>(
+    net: &mut HashMap<&'a [u8], NetRow>,
+    order: &mut Vec<&'a [u8]>,
+    steps: &mut Vec<Step>,
+) {
     if order.is_empty() {
         return;
     }
@@ -160,22 +218,55 @@ mod tests {
 
     #[test]
     fn last_change_per_key_wins() {
-        let c = [ch(b'I', b"1", None), ch(b'U', b"1", None), ch(b'D', b"2", None), ch(b'I', b"2", None)];
+        let c = [
+            ch(b'I', b"1", None),
+            ch(b'U', b"1", None),
+            ch(b'D', b"2", None),
+            ch(b'I', b"2", None),
+        ];
         let steps = plan(&c, 2).unwrap();
         let r = rows(&steps);
         assert_eq!(r.len(), 2);
-        assert_eq!(r[0], NetRow { action: Action::Upsert, sources: vec![1, 1] });
-        assert_eq!(r[1], NetRow { action: Action::Upsert, sources: vec![3, 3] });
+        assert_eq!(
+            r[0],
+            NetRow {
+                action: Action::Upsert,
+                sources: vec![1, 1]
+            }
+        );
+        assert_eq!(
+            r[1],
+            NetRow {
+                action: Action::Upsert,
+                sources: vec![3, 3]
+            }
+        );
     }
 
     #[test]
     fn unchanged_values_come_from_earlier_rows_or_stay_partial() {
         let bits = [0b10u8];
-        let c = [ch(b'I', b"1", None), ch(b'U', b"1", Some(&bits)), ch(b'U', b"9", Some(&bits))];
+        let c = [
+            ch(b'I', b"1", None),
+            ch(b'U', b"1", Some(&bits)),
+            ch(b'U', b"9", Some(&bits)),
+        ];
         let steps = plan(&c, 2).unwrap();
         let r = rows(&steps);
-        assert_eq!(r[0], NetRow { action: Action::Upsert, sources: vec![1, 0] });
-        assert_eq!(r[1], NetRow { action: Action::Partial(vec![0b10]), sources: vec![2, 2] });
+        assert_eq!(
+            r[0],
+            NetRow {
+                action: Action::Upsert,
+                sources: vec![1, 0]
+            }
+        );
+        assert_eq!(
+            r[1],
+            NetRow {
+                action: Action::Partial(vec![0b10]),
+                sources: vec![2, 2]
+            }
+        );
     }
 
     #[test]
@@ -183,20 +274,46 @@ mod tests {
         let c = [ch(b'B', b"1", None), ch(b'U', b"2", None)];
         let steps = plan(&c, 1).unwrap();
         let r = rows(&steps);
-        assert_eq!(r[0], NetRow { action: Action::Delete, sources: vec![0] });
-        assert_eq!(r[1], NetRow { action: Action::Upsert, sources: vec![1] });
+        assert_eq!(
+            r[0],
+            NetRow {
+                action: Action::Delete,
+                sources: vec![0]
+            }
+        );
+        assert_eq!(
+            r[1],
+            NetRow {
+                action: Action::Upsert,
+                sources: vec![1]
+            }
+        );
     }
 
     #[test]
     fn key_change_with_values_only_the_destination_has_needs_row_by_row() {
         let bits = [1u8];
         assert!(plan(&[ch(b'B', b"1", None), ch(b'U', b"2", Some(&bits))], 2).is_none());
-        assert!(plan(&[ch(b'I', b"1", None), ch(b'B', b"1", None), ch(b'U', b"2", Some(&bits))], 2).is_some());
+        assert!(
+            plan(
+                &[
+                    ch(b'I', b"1", None),
+                    ch(b'B', b"1", None),
+                    ch(b'U', b"2", Some(&bits))
+                ],
+                2
+            )
+            .is_some()
+        );
     }
 
     #[test]
     fn truncate_splits_steps() {
-        let c = [ch(b'I', b"1", None), ch(b'T', b"", None), ch(b'I', b"1", None)];
+        let c = [
+            ch(b'I', b"1", None),
+            ch(b'T', b"", None),
+            ch(b'I', b"1", None),
+        ];
         let steps = plan(&c, 1).unwrap();
         assert_eq!(steps.len(), 3);
         assert_eq!(steps[1], Step::Truncate);

@@ -69,7 +69,9 @@ pub fn arrow_type(kind: PgKind) -> DataType {
         PgKind::Int8 => DataType::Int64,
         PgKind::Float4 => DataType::Float32,
         PgKind::Float8 => DataType::Float64,
-        PgKind::Text | PgKind::Json | PgKind::Jsonb | PgKind::Enum | PgKind::Numeric => DataType::Utf8,
+        PgKind::Text | PgKind::Json | PgKind::Jsonb | PgKind::Enum | PgKind::Numeric => {
+            DataType::Utf8
+        }
         PgKind::Bytea | PgKind::Raw => DataType::Binary,
         PgKind::Uuid => DataType::FixedSizeBinary(16),
         PgKind::Date => DataType::Date32,
@@ -87,7 +89,10 @@ fn column_field(col: &ColumnDesc) -> Field {
         meta.insert(META_ENCODING.to_string(), "pg-binary".to_string());
     }
     if let Some(def) = &col.enum_def {
-        meta.insert(META_ENUM.to_string(), serde_json::to_string(def).unwrap_or_default());
+        meta.insert(
+            META_ENUM.to_string(),
+            serde_json::to_string(def).unwrap_or_default(),
+        );
     }
     if let Some(k) = col.key_ordinal {
         meta.insert(META_KEY.to_string(), k.to_string());
@@ -97,9 +102,16 @@ fn column_field(col: &ColumnDesc) -> Field {
 }
 
 fn table_metadata(table: &TableDesc) -> HashMap<String, String> {
-    let keys: Vec<&str> = table.key_columns().into_iter().map(|i| table.columns[i].name.as_str()).collect();
+    let keys: Vec<&str> = table
+        .key_columns()
+        .into_iter()
+        .map(|i| table.columns[i].name.as_str())
+        .collect();
     let mut meta = HashMap::new();
-    meta.insert(META_PRIMARY_KEY.to_string(), serde_json::to_string(&keys).unwrap_or_default());
+    meta.insert(
+        META_PRIMARY_KEY.to_string(),
+        serde_json::to_string(&keys).unwrap_or_default(),
+    );
     meta.insert(META_NAMESPACE.to_string(), table.namespace.clone());
     meta.insert(META_TABLE.to_string(), table.name.clone());
     meta
@@ -130,9 +142,16 @@ pub fn table_from_schema(schema: &Schema) -> Result<TableDesc, SchemaError> {
     let namespace = meta.get(META_NAMESPACE).cloned().unwrap_or_default();
     let name = meta.get(META_TABLE).cloned().unwrap_or_default();
     let mut columns = Vec::new();
-    for field in schema.fields().iter().filter(|f| !f.name().starts_with("__culvert_")) {
+    for field in schema
+        .fields()
+        .iter()
+        .filter(|f| !f.name().starts_with("__culvert_"))
+    {
         let fm = field.metadata();
-        let missing = |key| SchemaError::MissingMetadata { field: field.name().clone(), key };
+        let missing = |key| SchemaError::MissingMetadata {
+            field: field.name().clone(),
+            key,
+        };
         let type_name = fm.get(META_TYPE).ok_or_else(|| missing(META_TYPE))?.clone();
         let kind_name = fm.get(META_KIND).ok_or_else(|| missing(META_KIND))?;
         let kind = PgKind::parse(kind_name).ok_or_else(|| SchemaError::InvalidMetadata {
@@ -141,17 +160,30 @@ pub fn table_from_schema(schema: &Schema) -> Result<TableDesc, SchemaError> {
             reason: format!("unknown kind `{kind_name}`"),
         })?;
         let enum_def = match fm.get(META_ENUM) {
-            Some(json) => Some(serde_json::from_str::<EnumDef>(json).map_err(|e| SchemaError::InvalidMetadata {
-                field: field.name().clone(),
-                key: META_ENUM,
-                reason: e.to_string(),
+            Some(json) => Some(serde_json::from_str::<EnumDef>(json).map_err(|e| {
+                SchemaError::InvalidMetadata {
+                    field: field.name().clone(),
+                    key: META_ENUM,
+                    reason: e.to_string(),
+                }
             })?),
             None => None,
         };
         let key_ordinal = fm.get(META_KEY).and_then(|k| k.parse().ok());
-        columns.push(ColumnDesc { name: field.name().clone(), type_name, kind, nullable: true, key_ordinal, enum_def });
+        columns.push(ColumnDesc {
+            name: field.name().clone(),
+            type_name,
+            kind,
+            nullable: true,
+            key_ordinal,
+            enum_def,
+        });
     }
-    Ok(TableDesc { namespace, name, columns })
+    Ok(TableDesc {
+        namespace,
+        name,
+        columns,
+    })
 }
 
 #[cfg(test)]
@@ -177,7 +209,11 @@ mod tests {
                     kind: PgKind::Raw,
                     nullable: true,
                     key_ordinal: None,
-                    enum_def: Some(EnumDef { namespace: "Sales".into(), name: "mood".into(), labels: vec!["ok".into()] }),
+                    enum_def: Some(EnumDef {
+                        namespace: "Sales".into(),
+                        name: "mood".into(),
+                        labels: vec!["ok".into()],
+                    }),
                 },
             ],
         }

@@ -157,7 +157,11 @@ impl TableDesc {
 
     /// `"schema"."name"` quoted for SQL.
     pub fn qualified(&self) -> String {
-        format!("{}.{}", quote_ident(&self.namespace), quote_ident(&self.name))
+        format!(
+            "{}.{}",
+            quote_ident(&self.namespace),
+            quote_ident(&self.name)
+        )
     }
 }
 
@@ -186,7 +190,9 @@ mod tests {
 
     #[test]
     fn kind_names_round_trip() {
-        for oid in [16, 17, 20, 21, 23, 25, 114, 700, 701, 1082, 1083, 1114, 1184, 1700, 2950, 3802, 1186] {
+        for oid in [
+            16, 17, 20, 21, 23, 25, 114, 700, 701, 1082, 1083, 1114, 1184, 1700, 2950, 3802, 1186,
+        ] {
             let kind = PgKind::from_builtin_oid(oid);
             assert_eq!(PgKind::parse(kind.as_str()), Some(kind));
         }
