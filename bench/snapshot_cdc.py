@@ -21,11 +21,13 @@ targets are reported, not failures); 1 when something broke.
 import argparse
 import os
 import re
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -60,12 +62,10 @@ SELECT g,
        ((g * 7919) % 100000)::int,
        (ARRAY['click','view','purchase','refund','signup'])[(g % 5) + 1],
        jsonb_build_object(
-           'v', 1,
            'channel', (ARRAY['web','ios','android','api'])[(g % 4) + 1],
            'session', md5(g::text),
            'items', (g % 7) + 1,
-           'tags', jsonb_build_array('t' || (g % 13), 't' || (g % 17)),
-           'note', repeat(chr(97 + (g % 26)::int), 24 + (g % 32)::int)),
+           'tags', jsonb_build_array('t' || (g % 13), 't' || (g % 17))),
        ((g * 31) % 1000000) / 100.0,
        timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second'
   FROM generate_series({lo}::bigint, {hi}::bigint) AS g"""
@@ -136,6 +136,104 @@ def children_cpu():
     return t.children_user + t.children_system
 
 
+class Session:
+    """A long-lived psql process: cheap repeated queries that cost no process start-up."""
+
+    END = "__bench_end__"
+
+    def __init__(self, runner, port, db):
+        env = dict(runner.env)
+        env["PGAPPNAME"] = "bench monitor"
+        self.what = f"psql session on port {port}/{db}"
+        self.p = runner.popen(runner.psql_cmd(port, db), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL)
+        self.buf = b""
+        self.lock = threading.Lock()
+
+    def query(self, sql, timeout=60):
+        with self.lock:
+            self.p.stdin.write(f"{sql.rstrip().rstrip(';')};\n\\echo {self.END}\n".encode())
+            self.p.stdin.flush()
+            deadline = now() + timeout
+            fd = self.p.stdout.fileno()
+            while True:
+                i = self.buf.find(f"{self.END}\n".encode())
+                if i >= 0:
+                    out, self.buf = self.buf[:i], self.buf[i + len(self.END) + 1:]
+                    return [ln.split("|") for ln in out.decode().splitlines() if ln]
+                left = deadline - now()
+                if left <= 0:
+                    raise Broken(f"{self.what}: no answer within {timeout} s to {sql[:80]}")
+                ready, _, _ = select.select([fd], [], [], left)
+                if ready:
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        raise Broken(f"{self.what} ended (query failed?): {sql[:120]}")
+                    self.buf += chunk
+
+    def close(self):
+        try:
+            self.p.stdin.close()
+            self.p.wait(timeout=10)
+        except Exception:
+            self.p.kill()
+
+
+ACTIVITY_SQL = """
+SELECT c, coalesce(nullif(application_name, ''), backend_type),
+       CASE WHEN state = 'active' THEN coalesce(wait_event_type || ':' || wait_event, 'CPU')
+            WHEN state IS NULL THEN coalesce(wait_event_type || ':' || wait_event, 'CPU')
+            ELSE state END
+  FROM pg_stat_activity, (SELECT '{cluster}'::text AS c) k
+ WHERE pid <> pg_backend_pid()
+   AND backend_type IN ('client backend', 'walsender', 'logical replication worker')
+   AND coalesce(application_name, '') NOT LIKE 'bench%'
+"""
+
+
+class ActivitySampler:
+    """Samples pg_stat_activity of both clusters every POLL s in a thread: what each
+    backend of interest is doing (CPU, a wait event, idle in transaction, idle)."""
+
+    def __init__(self, runner):
+        self.sessions = [("source", Session(runner, runner.src["port"], "postgres")),
+                         ("target", Session(runner, runner.tgt["port"], "postgres"))]
+        self.counts = {}
+        self.stop_event = threading.Event()
+        self.thread = None
+        self.error = None
+
+    def start(self):
+        self.counts = {}
+        self.stop_event.clear()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def loop(self):
+        while not self.stop_event.is_set():
+            t = now()
+            try:
+                for name, sess in self.sessions:
+                    for c, who, what in sess.query(ACTIVITY_SQL.format(cluster=name), timeout=10):
+                        per = self.counts.setdefault((c, who), {})
+                        per[what] = per.get(what, 0) + 1
+            except Exception as e:
+                self.error = e
+                return
+            self.stop_event.wait(max(0.0, POLL - (now() - t)))
+
+    def stop(self):
+        self.stop_event.set()
+        if self.thread:
+            self.thread.join(timeout=15)
+        return dict(self.counts)
+
+    def close(self):
+        self.stop()
+        for _, sess in self.sessions:
+            sess.close()
+
+
 class Runner:
     def __init__(self, args):
         self.args = args
@@ -153,6 +251,8 @@ class Runner:
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self.agent_logs = []
         self.compile_seconds = 0.0
+        self.sampler = None
+        self.load_before = os.getloadavg()
 
     # ---------------------------------------------------------------- processes
 
@@ -163,9 +263,9 @@ class Runner:
             f.write(f"{p.pid}\n")
         return p
 
-    def run(self, cmd, timeout, input=None, check=True, what=None):
+    def run(self, cmd, timeout, input=None, check=True, what=None, env=None):
         try:
-            r = subprocess.run(cmd, env=self.env, input=input, capture_output=True, text=True, timeout=timeout)
+            r = subprocess.run(cmd, env=env or self.env, input=input, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise Broken(f"{what or cmd[0]} did not finish within {timeout:.0f} s")
         if check and r.returncode != 0:
@@ -387,9 +487,16 @@ max_bytes = {self.args.buffer_bytes}
     def measure(self, label, body):
         """Run body() between CPU snapshots; returns the result dict with wall and CPU figures."""
         self.checkpoint()
+        if self.sampler is None:
+            self.sampler = ActivitySampler(self)
+        self.sampler.start()
         c0, s0, g0, t0 = children_cpu(), self.cluster_cpu(self.src), self.cluster_cpu(self.tgt), now()
-        res = body() or {}
+        try:
+            res = body() or {}
+        finally:
+            activity = self.sampler.stop()
         t1 = now()
+        res["activity"] = activity
         res.setdefault("seconds", t1 - t0)
         res.setdefault("client_cpu", children_cpu() - c0)
         res["src_cpu"] = self.cluster_cpu(self.src) - s0
@@ -401,16 +508,18 @@ max_bytes = {self.args.buffer_bytes}
     def copy_pipe(self, db, sink=None):
         """COPY binary out of the source into db's events (or into sink, a path)."""
         out_cmd = self.psql_cmd(self.src["port"], "app") + ["-c", "COPY events TO STDOUT (FORMAT binary)"]
+        env = dict(self.env)
+        env["PGAPPNAME"] = "copy pipe"
         if sink:
             with open(sink, "wb") as f:
-                p1 = self.popen(out_cmd, stdout=f, stderr=subprocess.PIPE)
+                p1 = self.popen(out_cmd, env=env, stdout=f, stderr=subprocess.PIPE)
                 p1.wait(timeout=self.args.timeout)
             if p1.returncode != 0:
                 raise Broken(f"COPY TO STDOUT failed: {p1.stderr.read().decode()[-500:]}")
             return
-        p1 = self.popen(out_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p1 = self.popen(out_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         p2 = self.popen(self.psql_cmd(self.tgt["port"], db) + ["-c", "COPY events FROM STDIN (FORMAT binary)"],
-                        stdin=p1.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                        env=env, stdin=p1.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         p1.stdout.close()
         try:
             p2.wait(timeout=self.args.timeout)
@@ -505,10 +614,9 @@ max_bytes = {self.args.buffer_bytes}
                 raise Broken(f"{what}: not finished within {self.args.timeout} s:\n{self.tail(logpath)}")
             time.sleep(max(0.0, POLL - (now() - t)))
 
-    def position_kind(self, db):
-        v = self.one(self.tgt["port"], db,
-                     f"SELECT get_byte(position, 0) FROM _culvert.positions WHERE pipeline = '{PIPELINE}'")
-        return None if v is None else int(v)
+    def position_kind(self, probe):
+        rows = probe.query(f"SELECT get_byte(position, 0) FROM _culvert.positions WHERE pipeline = '{PIPELINE}'")
+        return int(rows[0][0]) if rows else None
 
     def snapshot_culvert(self):
         a = self.args
@@ -518,7 +626,8 @@ max_bytes = {self.args.buffer_bytes}
         self.pipeline_path = self.pipeline_file("culvert")
         # Compile the components once, outside the measurement (a deployed agent has a warm cache).
         t = now()
-        r = self.run([a.agent, "check", "--pipeline", self.pipeline_path], 600, check=False, what="culvert-agent check")
+        r = self.run([a.agent, "check", "--pipeline", self.pipeline_path], 600, check=False, what="culvert-agent check",
+                     env=self.agent_env())
         self.compile_seconds = now() - t
         if r.returncode != 0:
             raise Broken(f"culvert-agent check failed:\n{r.stdout}{r.stderr}")
@@ -548,10 +657,14 @@ max_bytes = {self.args.buffer_bytes}
             # Wait for the switch to streaming (the committed position becomes a change
             # position) so the restart below resumes the stream instead of copying again.
             deadline = now() + 120
-            while self.position_kind("culvert") != 1:
-                if p.poll() is not None or now() > deadline:
-                    raise Broken(f"culvert did not switch to streaming after its snapshot:\n{self.tail(logpath)}")
-                time.sleep(POLL)
+            probe = Session(self, self.tgt["port"], "culvert")
+            try:
+                while self.position_kind(probe) != 1:
+                    if p.poll() is not None or now() > deadline:
+                        raise Broken(f"culvert did not switch to streaming after its snapshot:\n{self.tail(logpath)}")
+                    time.sleep(POLL)
+            finally:
+                probe.close()
             marks["streaming"] = now() - t0
             last = self.sample(p.pid)
             samples.append(last)
@@ -602,12 +715,11 @@ max_bytes = {self.args.buffer_bytes}
         log(f"burst: {n} inserts + {n} updates in {self.burst_txns} transactions, {self.burst_seconds:.1f} s, "
             f"WAL {self.burst_wal / MIB:.0f} MiB")
 
-    def caught_up(self, db):
+    def caught_up(self, probe):
         a = self.args
-        v = self.one(self.tgt["port"], db,
-                     f"SELECT (SELECT kind FROM events WHERE id = {a.burst}) = 'updated' "
-                     f"AND EXISTS (SELECT 1 FROM events WHERE id = {a.rows + a.burst})")
-        return v == "t"
+        rows = probe.query(f"SELECT coalesce((SELECT kind FROM events WHERE id = {a.burst}) = 'updated', false) "
+                           f"AND EXISTS (SELECT 1 FROM events WHERE id = {a.rows + a.burst})")
+        return rows[0][0] == "t"
 
     def verify_cdc(self, db, what):
         got = self.checksum(self.tgt["port"], db)
@@ -641,22 +753,27 @@ max_bytes = {self.args.buffer_bytes}
 
     def cdc_native(self):
         port = self.tgt["port"]
+        probe = Session(self, port, "pipe_keyed")
 
         def body():
-            self.sql(port, "pipe_keyed", "ALTER SUBSCRIPTION nat_sub ENABLE")
+            probe.query("ALTER SUBSCRIPTION nat_sub ENABLE")
             deadline = now() + self.args.timeout
-            while not self.caught_up("pipe_keyed"):
+            while not self.caught_up(probe):
                 if now() > deadline:
                     raise Broken(f"native logical replication did not catch up within {self.args.timeout} s")
                 time.sleep(POLL)
 
-        res = self.measure("native logical replication", body)
+        try:
+            res = self.measure("native logical replication", body)
+        finally:
+            probe.close()
         self.sql(port, "pipe_keyed", "ALTER SUBSCRIPTION nat_sub DISABLE")
         self.verify_cdc("pipe_keyed", "native logical replication")
         return res
 
     def cdc_culvert(self):
         samples, marks = [], {}
+        probe = Session(self, self.tgt["port"], "culvert")
 
         def body():
             t0 = now()
@@ -672,7 +789,7 @@ max_bytes = {self.args.buffer_bytes}
                     marks["src"] = s["t"]
                 if s["t"] >= state["next_probe"]:
                     state["next_probe"] = s["t"] + POLL
-                    if self.caught_up("culvert"):
+                    if self.caught_up(probe):
                         marks["tgt"] = now()
                         marks["hwm"] = proc_status(p.pid, "VmHWM")
                         return True
@@ -686,7 +803,10 @@ max_bytes = {self.args.buffer_bytes}
             self.stop_agent(p, "culvert catch-up")
             return res
 
-        res = self.measure("culvert catch-up", body)
+        try:
+            res = self.measure("culvert catch-up", body)
+        finally:
+            probe.close()
         res["samples"], res["marks"] = samples, marks
         self.verify_cdc("culvert", "culvert catch-up")
         return res
@@ -724,6 +844,59 @@ def value_at(samples, t, key):
     return best
 
 
+WAIT_HINTS = {
+    "Client:ClientRead": "waiting for data from its client",
+    "Client:ClientWrite": "blocked sending to its client",
+    "idle in transaction": "in a transaction, waiting for its client",
+    "idle": "no work",
+}
+
+
+def activity_lines(res, indent):
+    """What the backends of interest were doing, from pg_stat_activity samples."""
+    out = []
+    for (cluster, who), per in sorted((res.get("activity") or {}).items()):
+        n = sum(per.values())
+        if n == 0 or set(per) <= {"idle"}:
+            continue
+        parts = sorted(per.items(), key=lambda kv: -kv[1])
+        text = ", ".join(f"{what} {cnt / n:.0%}" for what, cnt in parts[:6])
+        out.append(f"{indent}{cluster} {who!r} ({n} samples): {text}")
+    return out
+
+
+def share(res, cluster, who, states):
+    per = (res.get("activity") or {}).get((cluster, who)) or {}
+    n = sum(per.values())
+    return None if n == 0 else sum(v for k, v in per.items() if k in states) / n
+
+
+def verdict(res, buffer_bytes):
+    """One line naming the slower stage of a Culvert run, from the samples."""
+    s, m = res["samples"], res["marks"]
+    t0, end, src_done = m["t0"], m["tgt"], m.get("src")
+    wall = end - t0
+    reading = [x for x in s if x["buffer"] is not None and t0 <= x["t"] <= (src_done or end)]
+    full = sum(1 for x in reading if x["buffer"] >= 0.9 * buffer_bytes) / len(reading) if reading else 0
+    empty = sum(1 for x in reading if x["buffer"] < MIB) / len(reading) if reading else 0
+    tail = (end - src_done) / wall if src_done else 0
+    if full >= 0.3 or tail >= 0.2:
+        stage = (f"the target stage is the bottleneck (source finished {tail:.0%} of the run before the target; "
+                 f"buffer full in {full:.0%} of samples)")
+    elif empty >= 0.5:
+        stage = f"the source stage is the bottleneck (buffer nearly empty in {empty:.0%} of samples)"
+    else:
+        stage = "source and target stages keep pace with each other"
+    waits = share(res, "target", "culvert apply", {"idle", "idle in transaction", "Client:ClientRead"})
+    if waits is not None:
+        stage += (f"; the target backend waited for the agent in {waits:.0%} of samples "
+                  "(agent-side work of the target stage not overlapped with PostgreSQL)")
+    blocked = share(res, "source", "culvert snapshot 0", {"Client:ClientWrite"})
+    if blocked:
+        stage += f"; the source COPY backend was blocked on the agent in {blocked:.0%} of samples"
+    return stage
+
+
 def where_time_goes(title, res, units, total, ref, buffer_bytes):
     """Print the stage breakdown of one Culvert run."""
     s, m = res["samples"], res["marks"]
@@ -731,6 +904,7 @@ def where_time_goes(title, res, units, total, ref, buffer_bytes):
     end = m["tgt"]
     wall = end - t0
     print(f"\n{title}: {wall:.1f} s for {total} {units}")
+    print(f"  verdict       {verdict(res, buffer_bytes)}")
     first = m.get("first")
     if first:
         print(f"  start-up      first {units[:-1]} committed at the target after {first - t0:.1f} s "
@@ -743,7 +917,7 @@ def where_time_goes(title, res, units, total, ref, buffer_bytes):
         print(f"  source read   source stage had not counted all {units} when the target finished")
     print(f"  target write  all committed at {wall:.1f} s ({total / max(wall, 1e-9):,.0f} {units}/s); "
           f"tail after the source finished: {(end - src_done) if src_done else 0:.1f} s")
-    busy = [x for x in s if x["buffer"] is not None and (first or t0) <= x["t"] <= (src_done or end)]
+    busy = [x for x in s if x["buffer"] is not None and t0 <= x["t"] <= (src_done or end)]
     if busy:
         full = sum(1 for x in busy if x["buffer"] >= 0.9 * buffer_bytes) / len(busy)
         empty = sum(1 for x in busy if x["buffer"] < 1 * MIB) / len(busy)
@@ -772,9 +946,41 @@ def where_time_goes(title, res, units, total, ref, buffer_bytes):
             print(f"  split         after the source finished only the target stage runs: agent {ra:.2f} cores, "
                   f"target PostgreSQL {fmt(rt, '.2f')} cores; extrapolated agent CPU of the target stage "
                   f"{tgt_stage:.1f} s, of the source stage {max(a_cpu - tgt_stage, 0):.1f} s")
+    lines = activity_lines(res, "                ")
+    if lines:
+        print("  backends      sampled pg_stat_activity (CPU = active without a wait event; "
+              + "; ".join(f"{k} = {v}" for k, v in WAIT_HINTS.items()) + ")")
+        print("\n".join(lines))
+    if ref:
+        lines = activity_lines(ref, "                ")
+        if lines:
+            print(f"                {ref['label']} for comparison:")
+            print("\n".join(lines))
     rss = [x["rss"] for x in s if x["rss"]]
     if rss:
         print(f"  memory        agent RSS mean {sum(rss) / len(rss):.0f} MiB, peak (VmHWM) {res.get('rss', 0):.0f} MiB")
+
+
+def agent_identity(path):
+    """Version, build time and source revision of the agent binary, for attributing the figures."""
+    parts = []
+    try:
+        v = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        parts.append(v or "version unknown")
+        parts.append("built " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(path))))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        rev = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        if rev:
+            parts.append(f"tree {rev}{' with uncommitted changes' if dirty else ''}")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return ", ".join(parts)
 
 
 def report(r, snap, cdc):
@@ -783,6 +989,10 @@ def report(r, snap, cdc):
     print("\n" + "=" * 100)
     print(f"Culvert snapshot + CDC benchmark   PostgreSQL {a.pg_version}, {os.cpu_count()} CPUs, "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"agent {a.agent} ({agent_identity(a.agent)})")
+    la0, la1 = r.load_before, os.getloadavg()
+    print(f"load average (1/5/15 min) before the run {la0[0]:.2f}/{la0[1]:.2f}/{la0[2]:.2f}, after "
+          f"{la1[0]:.2f}/{la1[1]:.2f}/{la1[2]:.2f}; other work on this machine makes the figures noisy")
     print(f"events: {a.rows} rows, pg_total_relation_size {r.size_total / MIB:.0f} MiB "
           f"({r.size_total / 1e9:.2f} GB; heap {r.size_heap / MIB:.0f} MiB); MB/s below = {mb:.0f} MB / seconds")
     print("=" * 100)

@@ -39,7 +39,7 @@ fi
 for tool in initdb pg_ctl psql pg_recvlogical; do
     [[ -x "$PGBIN/$tool" ]] || die "$PGBIN/$tool not found"
 done
-pg_version="$("$PGBIN/pg_ctl" --version | awk '{print $NF}')"
+pg_version="$("$PGBIN/pg_ctl" --version | sed -E 's/.*\(PostgreSQL\) ([0-9.]+).*/\1/')"
 
 AGENT="${AGENT:-$root/target/release/culvert-agent}"
 if [[ ! -x "$AGENT" ]]; then

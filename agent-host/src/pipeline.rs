@@ -428,7 +428,7 @@ async fn flatten(h: AbortOnDrop<Result<()>>) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 async fn source_loop(
     sides: Arc<Sides>,
-    mut source: SourceSide,
+    source: SourceSide,
     buffer: Arc<Buffer>,
     mut position: Option<Vec<u8>>,
     mut committed: watch::Receiver<Option<Vec<u8>>>,
@@ -447,11 +447,27 @@ async fn source_loop(
     let source_metrics = metrics.connector(&cfg.name, &cfg.source.connector);
     let mut attempt = 0u32;
     let mut last_ack = tokio::time::Instant::now();
+    let mut current = Some(source);
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
         let mut step: Result<(), StageError> = Ok(());
+        if current.is_none() {
+            let wait = backoff(attempt);
+            attempt += 1;
+            progress.set_phase("reconnecting source");
+            tokio::time::sleep(wait).await;
+            match sides.open_source(position.clone()).await {
+                Ok(s) => current = Some(s),
+                Err(e) if e.retryable => {
+                    tracing::warn!(pipeline = %cfg.name, error = %e.message, retry_in = ?backoff(attempt), "source still unavailable");
+                    continue;
+                }
+                Err(e) => bail!("{}", e.message),
+            }
+        }
+        let source = current.as_mut().expect("opened above");
         if !buffer.wait_for_room(Duration::from_secs(1)).await {
             progress.set_phase("waiting for target");
         } else {
@@ -501,25 +517,15 @@ async fn source_loop(
             if !e.retryable {
                 bail!("{}", e.message);
             }
-            let wait = backoff(attempt);
-            attempt += 1;
-            tracing::warn!(pipeline = %cfg.name, error = %e.message, retry_in = ?wait, "source failed; reconnecting");
-            progress.set_phase("reconnecting source");
-            tokio::time::sleep(wait).await;
-            match sides.open_source(position.clone()).await {
-                Ok(s) => source = s,
-                Err(e) if e.retryable => {
-                    tracing::warn!(pipeline = %cfg.name, error = %e.message, "source still unavailable")
-                }
-                Err(e) => bail!("{}", e.message),
-            }
+            tracing::warn!(pipeline = %cfg.name, error = %e.message, "source failed; reconnecting");
+            current = None;
         }
     }
 }
 
 async fn target_loop(
     sides: Arc<Sides>,
-    mut target: TargetSide,
+    target: TargetSide,
     buffer: Arc<Buffer>,
     committed: watch::Sender<Option<Vec<u8>>>,
     shutdown: watch::Receiver<bool>,
@@ -535,10 +541,28 @@ async fn target_loop(
         pipeline: cfg.name.clone(),
     };
     let mut attempt = 0u32;
+    let mut current = Some(target);
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
+        if current.is_none() {
+            let wait = backoff(attempt);
+            attempt += 1;
+            tokio::time::sleep(wait).await;
+            match sides.open_target().await {
+                Ok(t) => {
+                    current = Some(t);
+                    buffer.rewind().await;
+                }
+                Err(e) if e.retryable => {
+                    tracing::warn!(pipeline = %cfg.name, error = %e.message, retry_in = ?backoff(attempt), "target still unavailable");
+                    continue;
+                }
+                Err(e) => bail!("{}", e.message),
+            }
+        }
+        let target = current.as_mut().expect("opened above");
         let bytes = buffer.bytes().await;
         metrics
             .buffer_bytes
@@ -569,18 +593,8 @@ async fn target_loop(
                 if !e.retryable {
                     bail!("{}", e.message);
                 }
-                let wait = backoff(attempt);
-                attempt += 1;
-                tracing::warn!(pipeline = %cfg.name, error = %e.message, retry_in = ?wait, "target failed; reconnecting");
-                tokio::time::sleep(wait).await;
-                match sides.open_target().await {
-                    Ok(t) => target = t,
-                    Err(e) if e.retryable => {
-                        tracing::warn!(pipeline = %cfg.name, error = %e.message, "target still unavailable")
-                    }
-                    Err(e) => bail!("{}", e.message),
-                }
-                buffer.rewind().await;
+                tracing::warn!(pipeline = %cfg.name, error = %e.message, "target failed; reconnecting");
+                current = None;
             }
         }
     }

@@ -50,9 +50,9 @@ fn assert_same(src: &Cluster, dst: &Cluster) {
 }
 
 /// Writes transactions of inserts, updates and deletes until stopped.
-fn write_load(src: &Cluster, stop: Arc<AtomicBool>, max_iterations: u32) -> u32 {
-    let mut i = 0;
-    while !stop.load(Ordering::Relaxed) && i < max_iterations {
+fn write_load(src: &Cluster, stop: Arc<AtomicBool>, first: u32, max_iterations: u32) -> u32 {
+    let mut i = first;
+    while !stop.load(Ordering::Relaxed) && i < first + max_iterations {
         i += 1;
         src.sql(
             "app",
@@ -70,7 +70,7 @@ fn write_load(src: &Cluster, stop: Arc<AtomicBool>, max_iterations: u32) -> u32 
             ),
         );
     }
-    i
+    i - first
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn kill_during_changes_then_restart_loses_and_doubles_nothing() {
         let load = s.spawn({
             let stop = stop.clone();
             let src = &src;
-            move || write_load(src, stop, 400)
+            move || write_load(src, stop, 0, 400)
         });
         for _ in 0..3 {
             std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -147,4 +147,53 @@ fn kill_during_changes_then_restart_loses_and_doubles_nothing() {
     });
     agent.wait_until(180, "the replica to catch up", || same(&src, &dst));
     assert_same(&src, &dst);
+}
+
+#[test]
+fn target_and_source_outages_are_ridden_out() {
+    let (src, dst) = setup(5_000);
+    let work = std::env::temp_dir().join(format!("culvert-e2e-outage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let pipeline = pipeline_toml(
+        "outage",
+        src.port,
+        "app",
+        dst.port,
+        "replica",
+        &["public.*"],
+        &work.join("buffer"),
+    );
+    let mut agent = Agent::run(&work, &pipeline, &[]);
+    agent.wait_until(120, "the snapshot", || same(&src, &dst));
+
+    // Target down: the source keeps reading into the buffer; the target catches up later.
+    dst.stop();
+    write_load(&src, Arc::new(AtomicBool::new(false)), 0, 40);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        agent.exited().is_none(),
+        "agent must wait for the target:\n{}",
+        agent.log()
+    );
+    dst.restart();
+    agent.wait_until(120, "the target to catch up after its outage", || {
+        same(&src, &dst)
+    });
+
+    // Source restarted: the agent reconnects and resumes from its slot.
+    src.stop();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    src.restart();
+    write_load(&src, Arc::new(AtomicBool::new(false)), 1000, 40);
+    agent.wait_until(
+        120,
+        "the replica to catch up after the source restart",
+        || same(&src, &dst),
+    );
+    assert_same(&src, &dst);
+    assert!(
+        agent.log().contains("reconnecting"),
+        "the outage was noticed:\n{}",
+        agent.log()
+    );
 }

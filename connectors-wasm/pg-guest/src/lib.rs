@@ -4,7 +4,12 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 use tokio::net::TcpStream;
+use tokio_postgres::config::SslMode as DriverSslMode;
 use tokio_postgres::{Client, NoTls};
+
+mod tls;
+
+pub use tls::{PgStream, SslMode};
 
 /// Which part of the contract an error belongs to (mirrors the WIT `error-kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +68,13 @@ pub struct PgConnectConfig {
     pub password: Option<String>,
     /// Database name.
     pub database: String,
-    /// `disable` or `prefer` (plaintext); `require` and stricter need TLS.
+    /// libpq's sslmode: `disable`, `allow`, `prefer`, `require`, `verify-ca` or `verify-full`.
     #[serde(default = "default_sslmode")]
     pub sslmode: String,
+    /// PEM text of the certificates trusted for verify-ca / verify-full (the Mozilla roots
+    /// when unset); with `prefer` or `require` it makes the chain be checked too, as in libpq.
+    #[serde(default)]
+    pub sslrootcert: Option<String>,
 }
 
 fn default_port() -> u16 {
@@ -80,6 +89,11 @@ impl PgConnectConfig {
     /// Where the server is, for messages.
     pub fn endpoint(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// The parsed `sslmode`.
+    pub fn ssl_mode(&self) -> GuestResult<SslMode> {
+        SslMode::parse(&self.sslmode)
     }
 }
 
@@ -117,20 +131,11 @@ pub fn resolve_addrs(
     Ok(addrs)
 }
 
-/// Open a TCP connection to the server.
+/// Open a TCP connection to the server (no TLS negotiation; see [`connect_stream`]).
 pub async fn connect_tcp(
     cfg: &PgConnectConfig,
     resolve: &(dyn Fn(&str) -> Result<Vec<String>, String> + Send + Sync),
 ) -> GuestResult<TcpStream> {
-    if !matches!(cfg.sslmode.as_str(), "disable" | "allow" | "prefer") {
-        return Err(GuestError::new(
-            ErrorKind::Unsupported,
-            format!(
-                "sslmode `{}` is not available in this connector build; use sslmode = \"disable\" or \"prefer\" on a trusted network",
-                cfg.sslmode
-            ),
-        ));
-    }
     let mut last = String::new();
     for addr in resolve_addrs(cfg, resolve)? {
         match TcpStream::connect(addr).await {
@@ -150,15 +155,28 @@ pub async fn connect_tcp(
     ))
 }
 
+/// Open a connection to the server and negotiate TLS as `sslmode` says; the startup
+/// protocol has not begun on the returned stream.
+pub async fn connect_stream(
+    cfg: &PgConnectConfig,
+    resolve: &(dyn Fn(&str) -> Result<Vec<String>, String> + Send + Sync),
+) -> GuestResult<PgStream> {
+    let mode = cfg.ssl_mode()?;
+    let stream = connect_tcp(cfg, resolve).await?;
+    tls::negotiate(cfg, mode, stream).await
+}
+
 /// Connect a regular SQL session; the connection task runs on the current runtime.
 pub async fn connect(
     cfg: &PgConnectConfig,
     application_name: &str,
     resolve: &(dyn Fn(&str) -> Result<Vec<String>, String> + Send + Sync),
 ) -> GuestResult<Client> {
-    let stream = connect_tcp(cfg, resolve).await?;
+    let stream = connect_stream(cfg, resolve).await?;
     let mut pg = tokio_postgres::Config::new();
-    pg.user(&cfg.user)
+    // TLS, if any, is already in place on the stream.
+    pg.ssl_mode(DriverSslMode::Disable)
+        .user(&cfg.user)
         .dbname(&cfg.database)
         .application_name(application_name);
     if let Some(pw) = &cfg.password {
@@ -183,6 +201,10 @@ pub fn pg_error(cfg: &PgConnectConfig, doing: &str, e: &tokio_postgres::Error) -
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
         let (kind, hint) = match code {
+            "28000" if db.message().contains("no encryption") => (
+                ErrorKind::Auth,
+                "the server admits this connection only over TLS; set sslmode = \"require\" or stricter".to_string(),
+            ),
             "28P01" | "28000" => (
                 ErrorKind::Auth,
                 format!(

@@ -9,9 +9,8 @@ use culvert_pg_arrow::ipc::to_ipc;
 use culvert_pg_arrow::pgoutput::{PgOutputMessage, Relation, TupleValue, parse_message};
 use culvert_pg_arrow::position::Position;
 use culvert_pg_arrow::types::TableDesc;
-use culvert_pg_guest::{ErrorKind, GuestError, GuestResult, PgConnectConfig};
+use culvert_pg_guest::{ErrorKind, GuestError, GuestResult, PgConnectConfig, PgStream};
 use culvert_pg_replication::{ReplicationConnection, ReplicationMessage};
-use tokio::net::TcpStream;
 use tokio_postgres::Client;
 
 use crate::catalog::{CatalogTable, load_tables};
@@ -43,7 +42,7 @@ struct Txn {
 
 /// State of the change stream.
 pub struct ChangeStream {
-    conn: ReplicationConnection<TcpStream>,
+    conn: ReplicationConnection<PgStream>,
     catalog: Client,
     cfg: PgConnectConfig,
     globs: Vec<String>,
@@ -67,7 +66,7 @@ fn proto_err(e: impl std::fmt::Display) -> GuestError {
 impl ChangeStream {
     /// Stream from `start`, skipping what `resume` says was already delivered.
     pub async fn start(
-        mut conn: ReplicationConnection<TcpStream>,
+        mut conn: ReplicationConnection<PgStream>,
         catalog: Client,
         cfg: PgConnectConfig,
         globs: Vec<String>,

@@ -58,6 +58,7 @@ pub const SPEC: &str = r#"{
     "password": {"type": "string", "writeOnly": true, "x-culvert-secret": true},
     "database": {"type": "string"},
     "sslmode": {"type": "string", "enum": ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"], "default": "prefer"},
+    "sslrootcert": {"type": "string", "description": "PEM certificates trusted for verify-ca / verify-full"},
     "tables": {"type": "array", "items": {"type": "string"}, "description": "Schema-qualified globs, for example public.* or sales.orders"},
     "slot": {"type": "string", "description": "Replication slot name (default: the pipeline name)"},
     "publication": {"type": "string", "description": "Publication name (default: the pipeline name)"},

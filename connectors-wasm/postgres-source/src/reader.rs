@@ -6,11 +6,10 @@ use std::time::Duration;
 use culvert_pg_arrow::position::Position;
 use culvert_pg_arrow::types::{TableDesc, quote_ident};
 use culvert_pg_guest::{
-    ErrorKind, GuestError, GuestResult, PgConnectConfig, connect, connect_tcp, parse_config,
-    pg_error,
+    ErrorKind, GuestError, GuestResult, PgConnectConfig, PgStream, connect, connect_stream,
+    parse_config, pg_error,
 };
 use culvert_pg_replication::{ConnectParams, ReplicationConnection};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
@@ -25,7 +24,7 @@ use crate::{Resolver, log, resolver, runtime, to_wit, wit};
 enum Phase {
     Snapshot {
         chunks: mpsc::Receiver<GuestResult<Chunk>>,
-        conn: Option<ReplicationConnection<TcpStream>>,
+        conn: Option<ReplicationConnection<PgStream>>,
         tables: Vec<TableDesc>,
         generation: u64,
         counter: u64,
@@ -94,8 +93,8 @@ fn replication_params(cfg: &PgConnectConfig) -> ConnectParams {
 async fn replication_connection(
     cfg: &PgConnectConfig,
     resolve: &Resolver,
-) -> GuestResult<ReplicationConnection<TcpStream>> {
-    let stream = connect_tcp(cfg, &**resolve).await?;
+) -> GuestResult<ReplicationConnection<PgStream>> {
+    let stream = connect_stream(cfg, &**resolve).await?;
     ReplicationConnection::connect(stream, &replication_params(cfg)).await.map_err(|e| {
         let kind = match e.sqlstate() {
             Some("28P01") | Some("28000") => ErrorKind::Auth,

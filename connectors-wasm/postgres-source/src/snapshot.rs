@@ -45,6 +45,7 @@ pub struct SnapshotPlan {
 /// Start the workers; chunks arrive on the returned channel, which closes when every
 /// table is copied or after the first error.
 pub fn start(plan: SnapshotPlan, resolve: Resolver) -> mpsc::Receiver<GuestResult<Chunk>> {
+    crate::culvert::connector::host::gauge_set("snapshot_tables_total", plan.tables.len() as f64);
     let workers = plan.workers.clamp(1, plan.tables.len().max(1));
     let (tx, rx) = mpsc::channel(workers + 1);
     let queue: Arc<Mutex<VecDeque<usize>>> = Arc::new(Mutex::new((0..plan.tables.len()).collect()));

@@ -65,7 +65,8 @@ const SPEC: &str = r#"{
     "user": {"type": "string", "description": "Role that can create schemas and tables in the database"},
     "password": {"type": "string", "writeOnly": true, "x-culvert-secret": true},
     "database": {"type": "string"},
-    "sslmode": {"type": "string", "enum": ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"], "default": "prefer"}
+    "sslmode": {"type": "string", "enum": ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"], "default": "prefer"},
+    "sslrootcert": {"type": "string", "description": "PEM certificates trusted for verify-ca / verify-full"}
   },
   "additionalProperties": true
 }"#;
