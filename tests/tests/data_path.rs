@@ -6,6 +6,8 @@ use culvert_tests::{Agent, Cluster};
 
 const TYPES_DDL: &str = r#"
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN email AS text CHECK (VALUE LIKE '%@%');
+CREATE DOMAIN price AS numeric(10,2);
 CREATE SCHEMA "Sales";
 CREATE TABLE all_types (
   id bigint PRIMARY KEY,
@@ -16,7 +18,7 @@ CREATE TABLE all_types (
   by bytea, u uuid, j json, jb jsonb,
   d date, tm time, ts timestamp, tstz timestamptz, iv interval,
   a_int int4[], a_text text[], a_2d int8[][], m mood, m_arr mood[],
-  inet_v inet, tstz_range tstzrange, big text
+  inet_v inet, tstz_range tstzrange, big text, em email, pr price, tz timetz, bits varbit, money_v money
 );
 CREATE TABLE "Sales"."Order Items" ("Id" int PRIMARY KEY, "Qty" int, note text);
 CREATE TABLE no_key (a int, b text);
@@ -30,14 +32,14 @@ INSERT INTO all_types VALUES
   'NaN', 1234567890.12, 'NaN', 'Infinity', 'hello', 'var', 'ab', '\x00ff10', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
   '{"a": [1, 2, {"b": null}]}', '{"z": 1, "a": "x"}', 'infinity', '24:00:00', '-infinity', 'infinity',
   '-178000000 years', '{1,NULL,3}', '{"a","b c",NULL,""}', '{{1,2},{3,4}}', 'happy', '{sad,NULL,ok}',
-  '192.168.0.1/24', '[2020-01-01 00:00+00,2021-01-01 00:00+00)', NULL),
+  '192.168.0.1/24', '[2020-01-01 00:00+00,2021-01-01 00:00+00)', NULL, 'a@b.c', 12.5, '10:00:00+05:30', B'1011', 12.34),
  (2, false, 32767, 2147483647, 9223372036854775807,
   '-0.000000000000000000000000000001', -9999999999.99, '-Infinity', '-1.7976931348623157e308', 'ünïcødé ✓ "quotes" \ and tab	x', '', 'x', '', '00000000-0000-0000-0000-000000000000',
   '[]', '[]', '4713-01-01 BC', '00:00:00.000001', '4713-01-01 00:00:00 BC', '1999-12-31 23:59:59.999999+00',
-  '1 year 2 mons 3 days 04:05:06.789', '{}', '{}', '{}', 'sad', '{}', '::1', 'empty', repeat('x', 3000000)),
+  '1 year 2 mons 3 days 04:05:06.789', '{}', '{}', '{}', 'sad', '{}', '::1', 'empty', repeat('x', 3000000), NULL, -0.01, '00:00:00-12', B'', -1.5),
  (3, NULL, NULL, NULL, NULL, '123456789012345678901234567890.123456789012345678901234567890', NULL, 1.17549435e-38, 2.2250738585072014e-308,
   NULL, NULL, NULL, NULL, NULL, NULL, NULL, '294276-12-31', NULL, '2000-01-01 00:00:00', '1970-01-01 00:00:00+00', NULL,
-  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 INSERT INTO all_types (id, n, f8, t, jb) SELECT g, g * 1.5, g / 7.0, 'row ' || g, jsonb_build_object('g', g) FROM generate_series(10, 20000) g;
 INSERT INTO "Sales"."Order Items" SELECT g, g % 7, 'note ' || g FROM generate_series(1, 1000) g;
 INSERT INTO no_key VALUES (1, 'dup'), (1, 'dup'), (2, NULL), (NULL, NULL);
@@ -133,4 +135,46 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+#[test]
+fn a_type_that_cannot_be_carried_fails_naming_table_column_and_type() {
+    let src = Cluster::start(&[]);
+    let dst = Cluster::start(&[]);
+    src.create_db("app");
+    dst.create_db("replica");
+    src.sql(
+        "app",
+        "CREATE TYPE pair AS (a int, b text); CREATE TABLE odd (id int PRIMARY KEY, p pair);",
+    );
+    let work = tempdir("unsupported");
+    let pipeline = pipeline_toml(
+        "odd",
+        src.port,
+        "app",
+        dst.port,
+        "replica",
+        &["public.odd"],
+        &work.join("buffer"),
+    );
+    let mut agent = Agent::run(&work, &pipeline, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let code = loop {
+        if let Some(code) = agent.exited() {
+            break code;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent kept running:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_ne!(code, 0);
+    let log = agent.log();
+    assert!(
+        log.contains("table public.odd, column `p` has type public.pair"),
+        "{log}"
+    );
+    assert!(log.contains("composite types are not supported"), "{log}");
 }

@@ -67,25 +67,31 @@ fn make_ca(dir: &Path, name: &str) -> String {
     fs::read_to_string(dir.join(format!("{name}.crt"))).unwrap()
 }
 
-/// Server key and certificate `NAME.key` / `NAME.crt` signed by the CA `ca`, valid for `san`.
+/// Server key and certificate `NAME.key` / `NAME.crt` signed by the CA `ca`, valid for `san`,
+/// with an ECDSA P-256 key or, with `rsa`, an RSA key.
 /// Returns the server settings that turn TLS on with them.
-fn make_server_cert(dir: &Path, ca: &str, name: &str, san: &str) -> Vec<String> {
+fn make_server_cert(dir: &Path, ca: &str, name: &str, san: &str, rsa: bool) -> Vec<String> {
+    let key_args: &[&str] = if rsa {
+        &["-newkey", "rsa:2048"]
+    } else {
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    };
     openssl(
         dir,
         &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ],
+            &["req"],
+            key_args,
+            &[
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        ]
+        .concat(),
     );
     let ext = dir.join(format!("{name}.ext"));
     fs::write(
@@ -216,7 +222,7 @@ fn connect_line<'a>(text: &'a str, side: &str) -> &'a str {
 fn pipeline_over_verify_full_replicates_exactly_and_uses_tls() {
     let pki = tempdir("tls-pki");
     let ca = make_ca(&pki, "ca");
-    let mut settings = make_server_cert(&pki, "ca", "server", "DNS:localhost,IP:127.0.0.1");
+    let mut settings = make_server_cert(&pki, "ca", "server", "DNS:localhost,IP:127.0.0.1", false);
     settings.push(tls_only_hba(&pki));
     let src = start(&settings);
     let dst = start(&settings);
@@ -357,7 +363,7 @@ fn untrusted_or_misnamed_certificates_are_rejected_with_a_reason() {
     let ca = make_ca(&pki, "ca");
     let other_ca = make_ca(&pki, "other-ca");
     // A certificate that names neither 127.0.0.1 nor localhost.
-    let settings = make_server_cert(&pki, "ca", "elsewhere", "DNS:db.example.invalid");
+    let settings = make_server_cert(&pki, "ca", "elsewhere", "DNS:db.example.invalid", false);
     let pg = start(&settings);
     pg.create_db("app");
     pg.create_db("replica");
@@ -427,4 +433,30 @@ fn untrusted_or_misnamed_certificates_are_rejected_with_a_reason() {
             "{source} / {target} should connect:\n{text}"
         );
     }
+
+    // TLS 1.2 only, with an RSA server key.
+    let mut settings = make_server_cert(&pki, "ca", "rsa-server", "IP:127.0.0.1", true);
+    settings.push("ssl_max_protocol_version=TLSv1.2".to_string());
+    let pg12 = start(&settings);
+    pg12.create_db("app");
+    pg12.create_db("replica");
+    let pipeline = with_tls(
+        &pipeline_toml(
+            "tlscerts12",
+            pg12.port,
+            "app",
+            pg12.port,
+            "replica",
+            &["public.*"],
+            &work.join("buffer12"),
+        ),
+        &tls_lines("verify-full", Some(&ca)),
+        &tls_lines("require", None),
+    );
+    let (_, text) = check(&work, &pipeline);
+    assert!(
+        connect_line(&text, "source").starts_with("ok")
+            && connect_line(&text, "target").starts_with("ok"),
+        "TLS 1.2 with an RSA key should connect:\n{text}"
+    );
 }

@@ -65,7 +65,10 @@ impl CatalogTable {
 
 const TABLES_SQL: &str = "
 SELECT c.oid, n.nspname, c.relname, c.relreplident::text, greatest(c.reltuples, 0)::int8,
-       a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid, a.attnotnull,
+       a.attname,
+       -- A domain travels as its base type: same binary format, no constraint to recreate.
+       pg_catalog.format_type(t.oid, CASE WHEN d.typtype = 'd' THEN d.typtypmod ELSE a.atttypmod END),
+       t.oid, a.attnotnull,
        t.typtype::text, coalesce(et.typtype::text, ''), t.typelem, coalesce(et.oid, 0::oid),
        coalesce(
          (SELECT array_position(string_to_array(i.indkey::text, ' ')::int2[], a.attnum)::int2
@@ -76,7 +79,8 @@ SELECT c.oid, n.nspname, c.relname, c.relreplident::text, greatest(c.reltuples, 
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-  JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+  JOIN pg_catalog.pg_type d ON d.oid = a.atttypid
+  JOIN pg_catalog.pg_type t ON t.oid = CASE WHEN d.typtype = 'd' THEN d.typbasetype ELSE d.oid END
   LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem AND t.typelem <> 0 AND t.typlen = -1
  WHERE c.relkind = 'r'
    AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_culvert')

@@ -54,23 +54,67 @@ fn column_list(desc: &TableDesc) -> String {
         .join(", ")
 }
 
-async fn copy_in(
-    client: &Client,
-    cfg: &PgConnectConfig,
-    sql: &str,
-    data: Vec<u8>,
-    what: &str,
-) -> GuestResult<()> {
-    let sink = client
-        .copy_in::<_, bytes::Bytes>(sql)
-        .await
-        .map_err(|e| pg_error(cfg, what, &e))?;
-    futures_util::pin_mut!(sink);
-    sink.send(bytes::Bytes::from(data))
-        .await
-        .map_err(|e| pg_error(cfg, what, &e))?;
-    sink.finish().await.map_err(|e| pg_error(cfg, what, &e))?;
-    Ok(())
+/// Bytes handed to the server at a time: the server parses one chunk while the next is encoded.
+const COPY_CHUNK: usize = 512 * 1024;
+
+/// A `COPY ... FROM STDIN (FORMAT binary)` that streams rows as they are encoded.
+struct CopyIn<'a> {
+    sink: std::pin::Pin<Box<tokio_postgres::CopyInSink<bytes::Bytes>>>,
+    buf: Vec<u8>,
+    cfg: &'a PgConnectConfig,
+    what: String,
+}
+
+impl<'a> CopyIn<'a> {
+    async fn start(
+        client: &Client,
+        cfg: &'a PgConnectConfig,
+        sql: &str,
+        what: String,
+    ) -> GuestResult<CopyIn<'a>> {
+        let sink = client
+            .copy_in::<_, bytes::Bytes>(sql)
+            .await
+            .map_err(|e| pg_error(cfg, &what, &e))?;
+        let mut buf = Vec::with_capacity(COPY_CHUNK + (64 << 10));
+        write_header(&mut buf);
+        Ok(CopyIn {
+            sink: Box::pin(sink),
+            buf,
+            cfg,
+            what,
+        })
+    }
+
+    /// Send what is buffered once it is a chunk's worth.
+    async fn row_done(&mut self) -> GuestResult<()> {
+        if self.buf.len() >= COPY_CHUNK {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> GuestResult<()> {
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(COPY_CHUNK + (64 << 10)));
+        self.sink
+            .send(bytes::Bytes::from(data))
+            .await
+            .map_err(|e| pg_error(self.cfg, &self.what, &e))?;
+        // Let the connection task write the chunk out before encoding the next one.
+        tokio::task::yield_now().await;
+        Ok(())
+    }
+
+    async fn finish(mut self) -> GuestResult<()> {
+        write_trailer(&mut self.buf);
+        self.flush().await?;
+        self.sink
+            .as_mut()
+            .finish()
+            .await
+            .map_err(|e| pg_error(self.cfg, &self.what, &e))?;
+        Ok(())
+    }
 }
 
 /// Load snapshot rows; the first chunk of a table replaces what the table held.
@@ -93,21 +137,21 @@ pub async fn apply_snapshot(
         return Ok(());
     }
     let enc = encoders(table, rb, 0)?;
-    let mut data = Vec::with_capacity(rb.get_array_memory_size() + 64);
-    write_header(&mut data);
-    for row in 0..rb.num_rows() {
-        data.extend_from_slice(&(enc.len() as i16).to_be_bytes());
-        for e in &enc {
-            write_field(&mut data, e, row).map_err(|e| encode_err(&table.desc, e))?;
-        }
-    }
-    write_trailer(&mut data);
     let sql = format!(
         "COPY {} ({}) FROM STDIN (FORMAT binary)",
         table.desc.qualified(),
         column_list(&table.desc)
     );
-    copy_in(client, cfg, &sql, data, &format!("copy rows into {name}")).await
+    let mut copy = CopyIn::start(client, cfg, &sql, format!("copy rows into {name}")).await?;
+    for row in 0..rb.num_rows() {
+        copy.buf
+            .extend_from_slice(&(enc.len() as i16).to_be_bytes());
+        for e in &enc {
+            write_field(&mut copy.buf, e, row).map_err(|e| encode_err(&table.desc, e))?;
+        }
+        copy.row_done().await?;
+    }
+    copy.finish().await
 }
 
 /// Apply change rows of one table, in order.
@@ -171,13 +215,18 @@ pub async fn apply_changes(
                 .map_err(|e| pg_error(cfg, &format!("truncate {name}"), &e))?,
             Step::Rows(rows) => {
                 let stage = tables.stage(client, cfg, name).await?;
-                let mut data = Vec::new();
-                write_header(&mut data);
+                let sql = format!(
+                    "COPY {stage} ({}, __culvert_action, __culvert_mask) FROM STDIN (FORMAT binary)",
+                    column_list(&desc)
+                );
+                let mut copy =
+                    CopyIn::start(client, cfg, &sql, format!("stage changes for {name}")).await?;
                 let (mut deletes, mut upserts, mut partials) = (false, false, false);
                 for r in &rows {
+                    let data = &mut copy.buf;
                     data.extend_from_slice(&((enc.len() + 2) as i16).to_be_bytes());
                     for (c, e) in enc.iter().enumerate() {
-                        write_field(&mut data, e, r.sources[c] as usize)
+                        write_field(data, e, r.sources[c] as usize)
                             .map_err(|e| encode_err(&desc, e))?;
                     }
                     let (action, mask) = match &r.action {
@@ -188,22 +237,11 @@ pub async fn apply_changes(
                     deletes |= action == b'd';
                     upserts |= action == b'u';
                     partials |= action == b'p';
-                    write_raw_field(&mut data, Some(&[action]));
-                    write_raw_field(&mut data, mask);
+                    write_raw_field(data, Some(&[action]));
+                    write_raw_field(data, mask);
+                    copy.row_done().await?;
                 }
-                write_trailer(&mut data);
-                let sql = format!(
-                    "COPY {stage} ({}, __culvert_action, __culvert_mask) FROM STDIN (FORMAT binary)",
-                    column_list(&desc)
-                );
-                copy_in(
-                    client,
-                    cfg,
-                    &sql,
-                    data,
-                    &format!("stage changes for {name}"),
-                )
-                .await?;
+                copy.finish().await?;
                 let sql = set_based_sql(&desc, &key, &stage, deletes, upserts, partials);
                 client
                     .batch_execute(&sql)
