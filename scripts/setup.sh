@@ -7,7 +7,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 have_pg() { compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; }
 
-if ! have_pg || ! command -v psql >/dev/null || ! command -v pg_recvlogical >/dev/null; then
+if ! have_pg || ! command -v psql >/dev/null || ! command -v pg_recvlogical >/dev/null || ! command -v openssl >/dev/null; then
     log "installing PostgreSQL"
     sudo_cmd=""
     [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
@@ -16,7 +16,7 @@ if ! have_pg || ! command -v psql >/dev/null || ! command -v pg_recvlogical >/de
     $sudo_cmd mkdir -p /etc/postgresql-common
     echo "create_main_cluster = false" | $sudo_cmd tee /etc/postgresql-common/createcluster.conf >/dev/null
     $sudo_cmd apt-get update -qq
-    $sudo_cmd apt-get install -y -qq postgresql postgresql-client >/dev/null
+    $sudo_cmd apt-get install -y -qq postgresql postgresql-client openssl python3 >/dev/null
 fi
 have_pg || { log "PostgreSQL server binaries are still missing under /usr/lib/postgresql"; exit 1; }
 

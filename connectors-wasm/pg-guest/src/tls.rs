@@ -590,4 +590,44 @@ mod tests {
         assert_eq!(verification(SslMode::VerifyCa, false), Verification::Chain);
         assert_eq!(verification(SslMode::VerifyFull, false), Verification::Full);
     }
+
+    fn config(sslrootcert: Option<&str>) -> PgConnectConfig {
+        PgConnectConfig {
+            host: "db.example.com".to_string(),
+            port: 5432,
+            user: "u".to_string(),
+            password: None,
+            database: "d".to_string(),
+            sslmode: "verify-full".to_string(),
+            sslrootcert: sslrootcert.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn trusted_roots_come_from_pem_text_or_the_public_list() {
+        assert!(root_store(&config(None)).unwrap().len() > 100);
+        assert!(root_store(&config(Some("system"))).unwrap().len() > 100);
+        let err = root_store(&config(Some("/etc/ssl/certs/root.crt"))).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Config);
+        assert!(err.message.contains("not a file name"), "{}", err.message);
+        let err = root_store(&config(Some(
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+        )))
+        .unwrap_err();
+        assert!(err.message.contains("certificate 1"), "{}", err.message);
+        let err = root_store(&config(Some(
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )))
+        .unwrap_err();
+        assert!(err.message.contains("no CERTIFICATE"), "{}", err.message);
+        // Building the client configuration for every mode works with the pure-Rust provider.
+        for mode in [
+            SslMode::Prefer,
+            SslMode::Require,
+            SslMode::VerifyCa,
+            SslMode::VerifyFull,
+        ] {
+            client_config(&config(None), mode).unwrap();
+        }
+    }
 }

@@ -19,6 +19,8 @@ pub struct CatalogTable {
     pub replica_identity: char,
     /// Planner estimate of rows.
     pub estimated_rows: u64,
+    /// Heap pages, to split large tables into ranges.
+    pub pages: u64,
     /// Per column: empty, or why it cannot be replicated.
     pub unsupported: Vec<String>,
 }
@@ -75,7 +77,8 @@ SELECT c.oid, n.nspname, c.relname, c.relreplident::text, greatest(c.reltuples, 
             FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
          (SELECT array_position(string_to_array(i.indkey::text, ' ')::int2[], a.attnum)::int2
             FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisreplident AND c.relreplident = 'i')
-       )
+       ),
+       pg_catalog.pg_relation_size(c.oid) / current_setting('block_size')::int8
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
@@ -178,6 +181,7 @@ pub async fn load_tables(
                 },
                 replica_identity: relreplident.chars().next().unwrap_or('d'),
                 estimated_rows: r.get::<_, i64>(4).max(0) as u64,
+                pages: r.get::<_, i64>(14).max(0) as u64,
                 unsupported: Vec::new(),
             });
         }

@@ -347,12 +347,14 @@ async fn start_snapshot(
             "the server did not export a snapshot for the new slot",
         )
     })?;
+    let pages: Vec<u64> = tables.iter().map(|t| t.pages).collect();
     let descs: Vec<TableDesc> = tables.into_iter().map(|t| t.desc).collect();
     let chunks = crate::snapshot::start(
         SnapshotPlan {
             conn: cfg.conn.clone(),
             snapshot_name,
             tables: descs.clone(),
+            pages,
             workers: cfg.snapshot_workers,
             batch_rows: cfg.batch_rows,
             batch_bytes: cfg.batch_bytes,

@@ -34,6 +34,8 @@ pub struct SnapshotPlan {
     pub snapshot_name: String,
     /// Tables in copy order.
     pub tables: Vec<TableDesc>,
+    /// Heap pages of each table.
+    pub pages: Vec<u64>,
     /// Worker connections.
     pub workers: usize,
     /// Rows per chunk.
@@ -42,29 +44,82 @@ pub struct SnapshotPlan {
     pub batch_bytes: usize,
 }
 
+/// Pages per range: large tables are copied as several ranges so workers share them.
+const PAGES_PER_RANGE: u64 = 16_384;
+
+/// A unit of copy work: a table, or a range of its heap pages (`[start, end)`, open-ended when `end` is `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Work {
+    /// Table index.
+    pub table: usize,
+    /// Page range, or the whole table.
+    pub range: Option<(u64, Option<u64>)>,
+}
+
+/// Split tables into work items, the largest first so the tail of the copy is short.
+pub fn plan_work(pages: &[u64]) -> Vec<Work> {
+    let mut order: Vec<usize> = (0..pages.len()).collect();
+    order.sort_by_key(|&t| std::cmp::Reverse(pages[t]));
+    let mut work = Vec::new();
+    for t in order {
+        let ranges = pages[t].div_ceil(PAGES_PER_RANGE);
+        if ranges <= 1 {
+            work.push(Work {
+                table: t,
+                range: None,
+            });
+            continue;
+        }
+        for r in 0..ranges {
+            let start = r * PAGES_PER_RANGE;
+            let end = (r + 1 < ranges).then_some(start + PAGES_PER_RANGE);
+            work.push(Work {
+                table: t,
+                range: Some((start, end)),
+            });
+        }
+    }
+    work
+}
+
 /// Start the workers; chunks arrive on the returned channel, which closes when every
-/// table is copied or after the first error.
+/// table is copied or after the first error. Every table's first chunk is an empty one
+/// marked first-of-table, sent before any rows, so ranges copied in parallel never race
+/// the destination's replacement of the table.
 pub fn start(plan: SnapshotPlan, resolve: Resolver) -> mpsc::Receiver<GuestResult<Chunk>> {
     crate::culvert::connector::host::gauge_set("snapshot_tables_total", plan.tables.len() as f64);
-    let workers = plan.workers.clamp(1, plan.tables.len().max(1));
+    let workers = plan.workers.max(1);
     let (tx, rx) = mpsc::channel(workers + 1);
-    let queue: Arc<Mutex<VecDeque<usize>>> = Arc::new(Mutex::new((0..plan.tables.len()).collect()));
+    let queue: Arc<Mutex<VecDeque<Work>>> = Arc::new(Mutex::new(plan_work(&plan.pages).into()));
     let plan = Arc::new(plan);
-    for worker in 0..workers {
-        let (tx, queue, plan, resolve) = (tx.clone(), queue.clone(), plan.clone(), resolve.clone());
-        tokio::spawn(async move {
-            if let Err(e) = run_worker(worker, &plan, &queue, &tx, resolve).await {
-                let _ = tx.send(Err(e)).await;
+    tokio::spawn(async move {
+        for (index, table) in plan.tables.iter().enumerate() {
+            let mut builder = RowsBuilder::snapshot(table);
+            let header = finish_chunk(&mut builder, index, true).map_err(|e| match e {
+                RowError::Decode(d) => GuestError::new(ErrorKind::Internal, d.to_string()),
+                RowError::Copy(c) => GuestError::new(ErrorKind::Internal, c.to_string()),
+            });
+            if tx.send(header).await.is_err() {
+                return;
             }
-        });
-    }
+        }
+        for worker in 0..workers {
+            let (tx, queue, plan, resolve) =
+                (tx.clone(), queue.clone(), plan.clone(), resolve.clone());
+            tokio::spawn(async move {
+                if let Err(e) = run_worker(worker, &plan, &queue, &tx, resolve).await {
+                    let _ = tx.send(Err(e)).await;
+                }
+            });
+        }
+    });
     rx
 }
 
 async fn run_worker(
     worker: usize,
     plan: &SnapshotPlan,
-    queue: &Mutex<VecDeque<usize>>,
+    queue: &Mutex<VecDeque<Work>>,
     tx: &mpsc::Sender<GuestResult<Chunk>>,
     resolve: Resolver,
 ) -> GuestResult<()> {
@@ -79,8 +134,8 @@ async fn run_worker(
         .map_err(|e| pg_error(cfg, "import the slot's snapshot", &e))?;
     loop {
         let next = queue.lock().expect("queue lock").pop_front();
-        let Some(index) = next else { break };
-        copy_table(&client, plan, index, tx).await?;
+        let Some(work) = next else { break };
+        copy_table(&client, plan, work, tx).await?;
     }
     let _ = client.batch_execute("COMMIT").await;
     Ok(())
@@ -89,16 +144,29 @@ async fn run_worker(
 async fn copy_table(
     client: &tokio_postgres::Client,
     plan: &SnapshotPlan,
-    index: usize,
+    work: Work,
     tx: &mpsc::Sender<GuestResult<Chunk>>,
 ) -> GuestResult<()> {
+    let index = work.table;
     let table = &plan.tables[index];
     let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
-    let sql = format!(
-        "COPY {} ({}) TO STDOUT (FORMAT binary)",
-        table.qualified(),
-        columns.join(", ")
-    );
+    let sql = match work.range {
+        None => format!(
+            "COPY {} ({}) TO STDOUT (FORMAT binary)",
+            table.qualified(),
+            columns.join(", ")
+        ),
+        Some((start, end)) => {
+            let upper = end
+                .map(|e| format!(" AND ctid < '({e},0)'::tid"))
+                .unwrap_or_default();
+            format!(
+                "COPY (SELECT {} FROM {} WHERE ctid >= '({start},0)'::tid{upper}) TO STDOUT (FORMAT binary)",
+                columns.join(", "),
+                table.qualified()
+            )
+        }
+    };
     let what = format!("copy table {}.{}", table.namespace, table.name);
     let stream = client
         .copy_out(sql.as_str())
@@ -107,7 +175,6 @@ async fn copy_table(
     futures_util::pin_mut!(stream);
     let mut reader = CopyReader::new(table.columns.len());
     let mut builder = RowsBuilder::snapshot(table);
-    let mut first = true;
     let decode_err = |e: DecodeError| {
         GuestError::new(
             ErrorKind::Unsupported,
@@ -125,8 +192,7 @@ async fn copy_table(
                 }
                 builder.end_row();
                 if builder.rows() >= plan.batch_rows || builder.bytes() >= plan.batch_bytes {
-                    pending.push(finish_chunk(&mut builder, index, first)?);
-                    first = false;
+                    pending.push(finish_chunk(&mut builder, index, false)?);
                 }
                 Ok(())
             })
@@ -143,8 +209,8 @@ async fn copy_table(
     reader
         .finish()
         .map_err(|e| GuestError::new(ErrorKind::Internal, format!("{what}: {e}")))?;
-    if builder.rows() > 0 || first {
-        let c = finish_chunk(&mut builder, index, first).map_err(|e| match e {
+    if builder.rows() > 0 {
+        let c = finish_chunk(&mut builder, index, false).map_err(|e| match e {
             RowError::Decode(d) => decode_err(d),
             RowError::Copy(c) => GuestError::new(ErrorKind::Internal, format!("{what}: {c}")),
         })?;
@@ -179,5 +245,37 @@ impl From<CopyError> for RowError {
 impl From<DecodeError> for RowError {
     fn from(e: DecodeError) -> Self {
         RowError::Decode(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_tables_split_into_ranges_largest_first() {
+        let work = plan_work(&[10, PAGES_PER_RANGE * 2 + 1, 0]);
+        assert_eq!(
+            work[0],
+            Work {
+                table: 1,
+                range: Some((0, Some(PAGES_PER_RANGE)))
+            }
+        );
+        assert_eq!(
+            work[2],
+            Work {
+                table: 1,
+                range: Some((PAGES_PER_RANGE * 2, None))
+            }
+        );
+        assert_eq!(
+            work[3],
+            Work {
+                table: 0,
+                range: None
+            }
+        );
+        assert_eq!(work.len(), 5);
     }
 }
