@@ -241,7 +241,7 @@ url = "file:///tmp/x"
         let e = PipelineConfig::parse(&GOOD.replace("[buffer]\nurl = \"file:///tmp/x\"", ""))
             .unwrap_err();
         assert!(e.to_string().contains("[buffer]"), "{e}");
-        let e = PipelineConfig::parse(&format!("{GOOD}\nextra = 1")).unwrap_err();
+        let e = PipelineConfig::parse(&format!("extra = 1\n{GOOD}")).unwrap_err();
         assert!(e.to_string().contains("unknown key `extra`"), "{e}");
     }
 }

@@ -18,7 +18,7 @@ use crate::egress::Egress;
 use crate::engine::ConnectorEngine;
 use crate::metrics::{Metrics, PipelineLabels, StageLabels};
 use crate::progress::Progress;
-use crate::sandbox::{Instance, instantiate_destination, instantiate_source};
+use crate::sandbox::{Instance, Placement, instantiate_destination, instantiate_source};
 
 type SourceError = source::culvert::connector::types::ConnectorError;
 type TargetError = destination::culvert::connector::types::ConnectorError;
@@ -123,63 +123,45 @@ impl Sides {
         })
     }
 
+    fn placement(&self, target: bool, egress: Arc<Egress>) -> Placement<'_> {
+        let (section, component) = if target {
+            (&self.cfg.target, &self.target_component)
+        } else {
+            (&self.cfg.source, &self.source_component)
+        };
+        Placement {
+            engine: &self.engine,
+            component,
+            label: &section.connector,
+            limits: section.limits,
+            egress,
+            metrics: self.metrics.connector(&self.cfg.name, &section.connector),
+        }
+    }
+
+    /// A source instance whose allow-list is derived from its configuration and the port
+    /// default its spec declares (read from a first instance with no network at all).
     async fn source_instance(&self) -> Result<Instance<source::Source>> {
-        let label = &self.cfg.source.connector;
-        let probe = Arc::new(Egress::default());
-        let mut inst = instantiate_source(
-            &self.engine,
-            &self.source_component,
-            label,
-            self.cfg.source.limits,
-            probe,
-            self.metrics.connector(&self.cfg.name, label),
-        )
-        .await?;
-        let spec = inst
+        let mut probe = instantiate_source(self.placement(false, Arc::default())).await?;
+        let spec = probe
             .call("spec", |s, w| {
                 w.culvert_connector_source_connector().call_spec(s)
             })
             .await
             .map_err(|e| anyhow!(e))?;
-        let egress = egress_for(&self.cfg.source, &spec);
-        // The instance that talks to the network gets the allow-list derived from the spec.
-        instantiate_source(
-            &self.engine,
-            &self.source_component,
-            label,
-            self.cfg.source.limits,
-            egress,
-            self.metrics.connector(&self.cfg.name, label),
-        )
-        .await
+        instantiate_source(self.placement(false, egress_for(&self.cfg.source, &spec))).await
     }
 
+    /// A destination instance, set up like [`Sides::source_instance`].
     async fn target_instance(&self) -> Result<Instance<destination::Destination>> {
-        let label = &self.cfg.target.connector;
-        let mut inst = instantiate_destination(
-            &self.engine,
-            &self.target_component,
-            label,
-            self.cfg.target.limits,
-            Arc::new(Egress::default()),
-            self.metrics.connector(&self.cfg.name, label),
-        )
-        .await?;
-        let spec = inst
+        let mut probe = instantiate_destination(self.placement(true, Arc::default())).await?;
+        let spec = probe
             .call("spec", |s, w| {
                 w.culvert_connector_destination_connector().call_spec(s)
             })
             .await
             .map_err(|e| anyhow!(e))?;
-        instantiate_destination(
-            &self.engine,
-            &self.target_component,
-            label,
-            self.cfg.target.limits,
-            egress_for(&self.cfg.target, &spec),
-            self.metrics.connector(&self.cfg.name, label),
-        )
-        .await
+        instantiate_destination(self.placement(true, egress_for(&self.cfg.target, &spec))).await
     }
 
     /// Open the source's reader, resuming after `resume`.

@@ -187,55 +187,56 @@ fn new_store(
 
 const CPU_LIMIT_MARKER: &str = "culvert: cpu budget exhausted";
 
-/// Instantiate a source connector.
-pub async fn instantiate_source(
-    engine: &ConnectorEngine,
-    component: &Component,
-    label: &str,
-    limits: Limits,
-    egress: Arc<Egress>,
-    metrics: ConnectorMetrics,
-) -> Result<Instance<source::Source>> {
-    let mut linker: Linker<StoreData> = Linker::new(engine.engine());
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e}"))?;
-    source::Source::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-        .map_err(|e| anyhow!("{e}"))?;
-    let mut store = new_store(engine, label, limits, egress, metrics);
-    let world = source::Source::instantiate_async(&mut store, component, &linker)
-        .await
-        .map_err(|e| anyhow!("connector `{label}` cannot be instantiated as a source: {e}"))?;
-    Ok(Instance {
-        store,
-        world,
-        label: label.to_string(),
-        limits,
-    })
+/// Where an instance runs and what it may use.
+pub struct Placement<'a> {
+    /// The engine that compiled the component.
+    pub engine: &'a ConnectorEngine,
+    /// The compiled component.
+    pub component: &'a Component,
+    /// Connector label used in messages and metrics.
+    pub label: &'a str,
+    /// Resource caps.
+    pub limits: Limits,
+    /// Network allow-list.
+    pub egress: Arc<Egress>,
+    /// Metrics the connector may write.
+    pub metrics: ConnectorMetrics,
 }
 
-/// Instantiate a destination connector.
-pub async fn instantiate_destination(
-    engine: &ConnectorEngine,
-    component: &Component,
-    label: &str,
-    limits: Limits,
-    egress: Arc<Egress>,
-    metrics: ConnectorMetrics,
-) -> Result<Instance<destination::Destination>> {
-    let mut linker: Linker<StoreData> = Linker::new(engine.engine());
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e}"))?;
-    destination::Destination::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-        .map_err(|e| anyhow!("{e}"))?;
-    let mut store = new_store(engine, label, limits, egress, metrics);
-    let world = destination::Destination::instantiate_async(&mut store, component, &linker)
-        .await
-        .map_err(|e| anyhow!("connector `{label}` cannot be instantiated as a destination: {e}"))?;
-    Ok(Instance {
-        store,
-        world,
-        label: label.to_string(),
-        limits,
-    })
+macro_rules! instantiate_world {
+    ($name:ident, $world:ty, $role:literal) => {
+        #[doc = concat!("Instantiate a ", $role, " connector.")]
+        pub async fn $name(p: Placement<'_>) -> Result<Instance<$world>> {
+            let mut linker: Linker<StoreData> = Linker::new(p.engine.engine());
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e}"))?;
+            <$world>::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+                .map_err(|e| anyhow!("{e}"))?;
+            let mut store = new_store(p.engine, p.label, p.limits, p.egress, p.metrics);
+            let world = <$world>::instantiate_async(&mut store, p.component, &linker)
+                .await
+                .map_err(|e| {
+                    anyhow!(
+                        "connector `{}` cannot be instantiated as a {}: {e}",
+                        p.label,
+                        $role
+                    )
+                })?;
+            Ok(Instance {
+                store,
+                world,
+                label: p.label.to_string(),
+                limits: p.limits,
+            })
+        }
+    };
 }
+
+instantiate_world!(instantiate_source, source::Source, "source");
+instantiate_world!(
+    instantiate_destination,
+    destination::Destination,
+    "destination"
+);
 
 impl<W> Instance<W> {
     /// Run one export call under the CPU budget and the wall-clock limit, turning traps

@@ -57,6 +57,12 @@ pub fn free_port() -> u16 {
 impl Cluster {
     /// Start a cluster with `wal_level=logical` plus `extra` server settings.
     pub fn start(extra: &[&str]) -> Cluster {
+        Self::start_with_hba(extra, "")
+    }
+
+    /// Like [`Cluster::start`], with `hba` lines placed before initdb's trust lines
+    /// (pg_hba.conf is first-match), for tests of password authentication.
+    pub fn start_with_hba(extra: &[&str], hba: &str) -> Cluster {
         let bin = find_bin_dir();
         let as_postgres = is_root();
         let dir = std::env::temp_dir().join(format!(
@@ -107,6 +113,11 @@ impl Cluster {
                 "--locale=C",
             ],
         );
+        if !hba.is_empty() {
+            let path = data.join("pg_hba.conf");
+            let rest = fs::read_to_string(&path).unwrap();
+            fs::write(&path, format!("{hba}{rest}")).unwrap();
+        }
         cluster.start_server();
         cluster
     }

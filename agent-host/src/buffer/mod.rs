@@ -283,7 +283,7 @@ mod tests {
     async fn bounded_ordered_durable() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}", dir.path().display());
-        let buffer = Buffer::new(SegmentStore::open(&url).unwrap(), 1000);
+        let buffer = Buffer::new(SegmentStore::open(&url).unwrap(), 500);
         buffer.append(&batch(Kind::Changes, 1, 800)).await.unwrap();
         assert!(!buffer.wait_for_room(Duration::from_millis(10)).await);
         let (seq, b) = buffer
@@ -297,7 +297,7 @@ mod tests {
         assert!(buffer.wait_for_room(Duration::from_millis(10)).await);
 
         // A new process sees what was not released.
-        let again = Buffer::new(SegmentStore::open(&url).unwrap(), 1000);
+        let again = Buffer::new(SegmentStore::open(&url).unwrap(), 500);
         let rec = again.recover(Some(&[1, 1])).await.unwrap();
         assert_eq!(rec.segments, 1);
         assert_eq!(rec.last_position, Some(vec![1, 2]));
@@ -308,7 +308,7 @@ mod tests {
             .unwrap();
         assert_eq!(b.position, vec![1, 2]);
         again.append(&batch(Kind::Snapshot, 3, 10)).await.unwrap();
-        let third = Buffer::new(SegmentStore::open(&url).unwrap(), 1000);
+        let third = Buffer::new(SegmentStore::open(&url).unwrap(), 500);
         assert_eq!(third.recover(None).await.unwrap().segments, 0);
     }
 }

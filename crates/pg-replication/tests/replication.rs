@@ -1,11 +1,6 @@
 //! End-to-end tests against a throwaway PostgreSQL cluster.
 
-use std::fs;
-use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use culvert_pg_replication::{
     ConnectParams, Lsn, ReplicationConnection, ReplicationError, ReplicationMessage, format_lsn,
@@ -15,129 +10,26 @@ use tokio::net::TcpStream;
 
 const SLOT: &str = "culvert_test_slot";
 
-/// A running cluster in a temporary directory; dropping it stops the server even when a test panics.
+/// Password users first: pg_hba.conf is first-match, and initdb's trust lines would otherwise win.
+const HBA: &str = "host all rep 127.0.0.1/32 scram-sha-256\n\
+                   host all rep_md5 127.0.0.1/32 md5\n\
+                   host all rep_plain 127.0.0.1/32 password\n\
+                   host replication all 127.0.0.1/32 trust\n";
+
+/// A throwaway cluster from the shared test harness, with this test's password users.
 struct Cluster {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    /// initdb and postgres refuse to run as root, so commands then go through `runuser`.
-    as_postgres: bool,
+    inner: culvert_tests::Cluster,
 }
 
 impl Cluster {
-    fn start() -> Option<Cluster> {
-        let Some(bin) = find_bin_dir() else {
-            eprintln!("skipping: initdb/pg_ctl not found on PATH or in /usr/lib/postgresql/*/bin");
-            return None;
-        };
-        let as_postgres = is_root();
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = PathBuf::from(format!(
-            "/tmp/culvert-pg-replication-{}-{nanos}",
-            std::process::id()
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
-        if as_postgres {
-            run_checked(Command::new("chown").arg("postgres:postgres").arg(&dir));
-        }
-        let port = free_port();
-        let cluster = Cluster {
-            bin,
-            dir,
-            port,
-            as_postgres,
-        };
-        let data = cluster.data_dir();
-
-        cluster.run_pg(
-            "initdb",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-            ],
-        );
-
-        // Password users first: pg_hba.conf is first-match, and initdb's trust lines would otherwise win.
-        let hba_path = data.join("pg_hba.conf");
-        let hba = fs::read_to_string(&hba_path).unwrap();
-        let ours = "host all rep 127.0.0.1/32 scram-sha-256\n\
-                    host all rep_md5 127.0.0.1/32 md5\n\
-                    host all rep_plain 127.0.0.1/32 password\n\
-                    host replication all 127.0.0.1/32 trust\n";
-        fs::write(&hba_path, format!("{ours}{hba}")).unwrap();
-
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -c wal_level=logical -c unix_socket_directories={} -c fsync=off",
-            cluster.port,
-            cluster.dir.display()
-        );
-        let log = cluster.dir.join("server.log");
-        cluster.run_pg(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-o",
-                &options,
-                "-w",
-                "start",
-            ],
-        );
-        Some(cluster)
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let path = self.bin.join(program);
-        if self.as_postgres {
-            let mut cmd = Command::new("runuser");
-            cmd.args(["-u", "postgres", "--"]).arg(path);
-            cmd
-        } else {
-            Command::new(path)
+    fn start() -> Cluster {
+        Cluster {
+            inner: culvert_tests::Cluster::start_with_hba(&[], HBA),
         }
     }
 
-    fn run_pg(&self, program: &str, args: &[&str]) {
-        let mut cmd = self.command(program);
-        cmd.args(args);
-        let out = cmd.output().unwrap();
-        if !out.status.success() {
-            let log = fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-            panic!(
-                "{program} failed: {}\n{}\nserver log:\n{log}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-
-    /// Runs SQL as the superuser through psql and returns its unaligned output.
     fn psql(&self, sql: &str) -> String {
-        let psql = psql_path(&self.bin);
-        let out = run_checked(
-            Command::new(psql)
-                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
-                .arg("-p")
-                .arg(self.port.to_string())
-                .arg("-c")
-                .arg(sql),
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        self.inner.sql("postgres", sql)
     }
 
     async fn connect(
@@ -145,7 +37,9 @@ impl Cluster {
         user: &str,
         password: Option<&str>,
     ) -> Result<ReplicationConnection<TcpStream>, ReplicationError> {
-        let stream = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        let stream = TcpStream::connect(("127.0.0.1", self.inner.port))
+            .await
+            .unwrap();
         let params = ConnectParams {
             user: user.to_owned(),
             password: password.map(str::to_owned),
@@ -161,76 +55,6 @@ impl Cluster {
         ));
         parse_lsn(&text).unwrap()
     }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let data = self.data_dir();
-        let _ = self
-            .command("pg_ctl")
-            .args(["-D", data.to_str().unwrap(), "stop", "-m", "immediate"])
-            .output();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn find_bin_dir() -> Option<PathBuf> {
-    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            if has_tools(&dir) {
-                return Some(dir);
-            }
-        }
-    }
-    let mut candidates: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
-            Some((version, e.path().join("bin")))
-        })
-        .filter(|(_, dir)| has_tools(dir))
-        .collect();
-    candidates.sort();
-    candidates.pop().map(|(_, dir)| dir)
-}
-
-/// psql may live next to initdb (Debian's versioned dirs) or only on PATH.
-fn psql_path(bin: &Path) -> PathBuf {
-    let beside = bin.join("psql");
-    if beside.is_file() {
-        beside
-    } else {
-        PathBuf::from("psql")
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn run_checked(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// Receives until a pgoutput Commit arrives, answering keepalives; returns the first byte of each XLogData and the commit's end LSN.
@@ -268,9 +92,7 @@ async fn read_transaction(
 
 #[tokio::test(flavor = "current_thread")]
 async fn logical_replication_end_to_end() {
-    let Some(cluster) = Cluster::start() else {
-        return;
-    };
+    let cluster = Cluster::start();
     cluster.psql("CREATE ROLE rep WITH REPLICATION LOGIN PASSWORD 'secret'");
     cluster.psql("CREATE ROLE rep_plain WITH REPLICATION LOGIN PASSWORD 'secret'");
     cluster.psql(
