@@ -78,7 +78,10 @@ impl ConnectorEngine {
             .engine
             .precompile_component(wasm)
             .map_err(|e| anyhow!("connector `{name}` is not a valid WebAssembly component: {e}"))?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per writer: threads of one process may compile the same component at once.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
         std::fs::write(&tmp, &compiled).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
         // SAFETY: these bytes were produced just now by this engine.

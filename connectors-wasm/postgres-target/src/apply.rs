@@ -181,24 +181,29 @@ pub async fn apply_changes(
         return apply_row_by_row(client, cfg, table, &enc, rb.num_rows(), op_at, unchanged_at)
             .await;
     }
-    let mut keys: Vec<Vec<u8>> = Vec::with_capacity(rb.num_rows());
+    // Every row's key, length-prefixed per column, in one buffer: no allocation per row.
+    let mut key_bytes: Vec<u8> = Vec::with_capacity(rb.num_rows() * 16);
+    let mut key_ends: Vec<usize> = Vec::with_capacity(rb.num_rows());
     for row in 0..rb.num_rows() {
-        let mut key = Vec::new();
         for &k in &table.key {
-            match enc[k].value(row).map_err(|e| encode_err(&desc, e))? {
-                Some(v) => {
-                    key.extend_from_slice(&(v.len() as u32).to_be_bytes());
-                    key.extend_from_slice(&v);
-                }
-                None => key.extend_from_slice(&u32::MAX.to_be_bytes()),
+            if enc[k].is_null(row) {
+                key_bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+                continue;
             }
+            let at = key_bytes.len();
+            key_bytes.extend_from_slice(&[0; 4]);
+            enc[k]
+                .write(row, &mut key_bytes)
+                .map_err(|e| encode_err(&desc, e))?;
+            let len = (key_bytes.len() - at - 4) as u32;
+            key_bytes[at..at + 4].copy_from_slice(&len.to_be_bytes());
         }
-        keys.push(key);
+        key_ends.push(key_bytes.len());
     }
     let changes: Vec<Change<'_>> = (0..rb.num_rows())
         .map(|row| Change {
             op: op_at(row),
-            key: &keys[row],
+            key: &key_bytes[if row == 0 { 0 } else { key_ends[row - 1] }..key_ends[row]],
             unchanged: unchanged_at(row),
         })
         .collect();
