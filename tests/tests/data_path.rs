@@ -24,6 +24,7 @@ CREATE TABLE "Sales"."Order Items" ("Id" int PRIMARY KEY, "Qty" int, note text);
 CREATE TABLE no_key (a int, b text);
 ALTER TABLE no_key REPLICA IDENTITY FULL;
 CREATE TABLE composite_key (a int, b text, v text, PRIMARY KEY (a, b));
+CREATE TABLE with_generated (id int PRIMARY KEY, qty int, total int GENERATED ALWAYS AS (qty * 2) STORED, note text);
 "#;
 
 const TYPES_ROWS: &str = r#"
@@ -44,6 +45,7 @@ INSERT INTO all_types (id, n, f8, t, jb) SELECT g, g * 1.5, g / 7.0, 'row ' || g
 INSERT INTO "Sales"."Order Items" SELECT g, g % 7, 'note ' || g FROM generate_series(1, 1000) g;
 INSERT INTO no_key VALUES (1, 'dup'), (1, 'dup'), (2, NULL), (NULL, NULL);
 INSERT INTO composite_key VALUES (1, 'a', 'x'), (1, 'b', 'y');
+INSERT INTO with_generated (id, qty, note) VALUES (1, 5, 'five'), (2, NULL, 'none');
 "#;
 
 const TABLES: &[&str] = &[
@@ -110,6 +112,8 @@ fn snapshot_then_every_kind_of_change_replicates_exactly() {
         DELETE FROM no_key WHERE a IS NULL;
         INSERT INTO no_key VALUES (3, 'three');
         UPDATE composite_key SET b = 'c' WHERE b = 'b';
+        UPDATE with_generated SET qty = 7 WHERE id = 1;
+        INSERT INTO with_generated (id, qty, note) VALUES (3, 1, 'one');
         TRUNCATE "Sales"."Order Items";
         INSERT INTO "Sales"."Order Items" VALUES (1, 1, 'after truncate');
         UPDATE all_types SET jb = jb || '{"u": true}', n = n * 2 WHERE id % 3 = 0;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use culvert_pg_arrow::types::{ColumnDesc, EnumDef, PgKind, TableDesc};
+use culvert_pg_arrow::types::{ColumnDesc, EnumDef, GeneratedColumn, PgKind, TableDesc};
 use culvert_pg_guest::{ErrorKind, GuestError, GuestResult, PgConnectConfig, pg_error};
 use tokio_postgres::Client;
 
@@ -91,6 +91,18 @@ SELECT c.oid, n.nspname, c.relname, c.relreplident::text, greatest(c.reltuples, 
    AND ($1::oid IS NULL OR c.oid = $1::oid)
  ORDER BY n.nspname, c.relname, a.attnum";
 
+const GENERATED_SQL: &str = "
+SELECT a.attrelid, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+       pg_catalog.pg_get_expr(ad.adbin, ad.adrelid),
+       (SELECT count(*) FROM pg_catalog.pg_attribute b
+         WHERE b.attrelid = a.attrelid AND b.attnum > 0 AND b.attnum < a.attnum
+           AND NOT b.attisdropped AND b.attgenerated = '')::int8
+  FROM pg_catalog.pg_attribute a
+  JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+ WHERE a.attgenerated = 's' AND a.attnum > 0 AND NOT a.attisdropped
+   AND ($1::oid IS NULL OR a.attrelid = $1::oid)
+ ORDER BY a.attrelid, a.attnum";
+
 const ENUMS_SQL: &str = "
 SELECT t.oid, n.nspname, t.typname, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
   FROM pg_catalog.pg_type t
@@ -175,6 +187,7 @@ pub async fn load_tables(
             tables.push(CatalogTable {
                 oid: table_oid,
                 desc: TableDesc {
+                    generated: Vec::new(),
                     namespace: r.get(1),
                     name: r.get(2),
                     columns: Vec::new(),
@@ -199,6 +212,21 @@ pub async fn load_tables(
             enum_def,
         });
         table.unsupported.push(reason);
+    }
+    let generated = client
+        .query(GENERATED_SQL, &[&oid])
+        .await
+        .map_err(|e| pg_error(cfg, "read generated columns", &e))?;
+    for r in generated {
+        let table_oid: u32 = r.get(0);
+        if let Some(t) = tables.iter_mut().find(|t| t.oid == table_oid) {
+            t.desc.generated.push(GeneratedColumn {
+                name: r.get(1),
+                type_name: r.get(2),
+                expression: r.get(3),
+                after: r.get::<_, i64>(4).max(0) as usize,
+            });
+        }
     }
     client
         .batch_execute("RESET search_path")

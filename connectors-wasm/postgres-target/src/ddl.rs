@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use culvert_pg_arrow::types::{EnumDef, PgKind, TableDesc, quote_ident, quote_literal};
+use culvert_pg_arrow::types::{
+    EnumDef, GeneratedColumn, PgKind, TableDesc, quote_ident, quote_literal,
+};
 use culvert_pg_guest::{ErrorKind, GuestError, GuestResult, PgConnectConfig, pg_error};
 use tokio_postgres::Client;
 
@@ -139,18 +141,40 @@ async fn prepare(
         .map_err(|e| ddl_error(cfg, desc, "look up table", &e))?
         .is_some();
     if !exists {
-        let mut cols: Vec<String> = desc
-            .columns
-            .iter()
-            .map(|c| {
-                let not_null = if c.key_ordinal.is_some() {
-                    " NOT NULL"
-                } else {
-                    ""
-                };
-                format!("{} {}{not_null}", quote_ident(&c.name), c.type_name)
-            })
-            .collect();
+        let mut cols: Vec<String> = Vec::new();
+        // Generated columns go back where they were, so the replica's column order matches.
+        let generated = |g: &GeneratedColumn| {
+            format!(
+                "{} {} GENERATED ALWAYS AS ({}) STORED",
+                quote_ident(&g.name),
+                g.type_name,
+                g.expression
+            )
+        };
+        for (i, c) in desc.columns.iter().enumerate() {
+            cols.extend(
+                desc.generated
+                    .iter()
+                    .filter(|g| g.after == i)
+                    .map(generated),
+            );
+            let not_null = if c.key_ordinal.is_some() {
+                " NOT NULL"
+            } else {
+                ""
+            };
+            cols.push(format!(
+                "{} {}{not_null}",
+                quote_ident(&c.name),
+                c.type_name
+            ));
+        }
+        cols.extend(
+            desc.generated
+                .iter()
+                .filter(|g| g.after >= desc.columns.len())
+                .map(generated),
+        );
         if !key.is_empty() {
             let names: Vec<String> = key
                 .iter()

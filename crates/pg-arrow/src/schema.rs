@@ -21,6 +21,8 @@ pub const META_ENUM: &str = "culvert.enum";
 pub const META_KEY: &str = "culvert.key";
 /// Schema metadata: JSON array of primary-key column names.
 pub const META_PRIMARY_KEY: &str = "culvert.primary_key";
+/// Schema metadata: JSON array of generated columns the destination recreates.
+pub const META_GENERATED: &str = "culvert.generated";
 /// Schema metadata: the table's schema name.
 pub const META_NAMESPACE: &str = "culvert.namespace";
 /// Schema metadata: the table's name.
@@ -112,6 +114,12 @@ fn table_metadata(table: &TableDesc) -> HashMap<String, String> {
         META_PRIMARY_KEY.to_string(),
         serde_json::to_string(&keys).unwrap_or_default(),
     );
+    if !table.generated.is_empty() {
+        meta.insert(
+            META_GENERATED.to_string(),
+            serde_json::to_string(&table.generated).unwrap_or_default(),
+        );
+    }
     meta.insert(META_NAMESPACE.to_string(), table.namespace.clone());
     meta.insert(META_TABLE.to_string(), table.name.clone());
     meta
@@ -179,10 +187,19 @@ pub fn table_from_schema(schema: &Schema) -> Result<TableDesc, SchemaError> {
             enum_def,
         });
     }
+    let generated = match meta.get(META_GENERATED) {
+        Some(json) => serde_json::from_str(json).map_err(|e| SchemaError::InvalidMetadata {
+            field: String::new(),
+            key: META_GENERATED,
+            reason: e.to_string(),
+        })?,
+        None => Vec::new(),
+    };
     Ok(TableDesc {
         namespace,
         name,
         columns,
+        generated,
     })
 }
 
@@ -192,6 +209,12 @@ mod tests {
 
     fn sample() -> TableDesc {
         TableDesc {
+            generated: vec![crate::types::GeneratedColumn {
+                name: "total".into(),
+                type_name: "bigint".into(),
+                expression: "(id * 2)".into(),
+                after: 1,
+            }],
             namespace: "Sales".into(),
             name: "Order Items".into(),
             columns: vec![
@@ -229,6 +252,7 @@ mod tests {
             assert_eq!(back.columns.len(), 2);
             assert_eq!(back.columns[1].enum_def, table.columns[1].enum_def);
             assert_eq!(back.key_columns(), vec![0]);
+            assert_eq!(back.generated, table.generated);
         }
     }
 }

@@ -131,6 +131,19 @@ pub struct ColumnDesc {
     pub enum_def: Option<EnumDef>,
 }
 
+/// A stored generated column: not carried, recreated at the destination with its expression.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GeneratedColumn {
+    /// Column name, unquoted.
+    pub name: String,
+    /// Type as `format_type` prints it.
+    pub type_name: String,
+    /// The generation expression as `pg_get_expr` prints it.
+    pub expression: String,
+    /// Number of carried columns that come before it in the table.
+    pub after: usize,
+}
+
 /// A replicated table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableDesc {
@@ -140,6 +153,8 @@ pub struct TableDesc {
     pub name: String,
     /// Columns in source order.
     pub columns: Vec<ColumnDesc>,
+    /// Stored generated columns, recreated rather than carried.
+    pub generated: Vec<GeneratedColumn>,
 }
 
 impl TableDesc {
