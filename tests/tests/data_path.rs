@@ -24,6 +24,9 @@ CREATE TABLE "Sales"."Order Items" ("Id" int PRIMARY KEY, "Qty" int, note text);
 CREATE TABLE no_key (a int, b text);
 ALTER TABLE no_key REPLICA IDENTITY FULL;
 CREATE TABLE composite_key (a int, b text, v text, PRIMARY KEY (a, b));
+CREATE TABLE measurements (id int, at date, v text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE measurements_2024 PARTITION OF measurements FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE measurements_2025 PARTITION OF measurements FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
 CREATE TABLE with_generated (id int PRIMARY KEY, qty int, total int GENERATED ALWAYS AS (qty * 2) STORED, note text);
 "#;
 
@@ -46,6 +49,7 @@ INSERT INTO "Sales"."Order Items" SELECT g, g % 7, 'note ' || g FROM generate_se
 INSERT INTO no_key VALUES (1, 'dup'), (1, 'dup'), (2, NULL), (NULL, NULL);
 INSERT INTO composite_key VALUES (1, 'a', 'x'), (1, 'b', 'y');
 INSERT INTO with_generated (id, qty, note) VALUES (1, 5, 'five'), (2, NULL, 'none');
+INSERT INTO measurements SELECT g, date '2024-01-01' + g, 'm' || g FROM generate_series(1, 600) g;
 "#;
 
 const TABLES: &[&str] = &[
@@ -114,6 +118,10 @@ fn snapshot_then_every_kind_of_change_replicates_exactly() {
         UPDATE composite_key SET b = 'c' WHERE b = 'b';
         UPDATE with_generated SET qty = 7 WHERE id = 1;
         INSERT INTO with_generated (id, qty, note) VALUES (3, 1, 'one');
+        UPDATE measurements SET v = 'edited' WHERE id = 10;
+        UPDATE measurements SET at = date '2025-06-01' WHERE id = 20;  -- moves between partitions
+        DELETE FROM measurements WHERE id = 30;
+        INSERT INTO measurements VALUES (1000, '2025-02-02', 'new');
         TRUNCATE "Sales"."Order Items";
         INSERT INTO "Sales"."Order Items" VALUES (1, 1, 'after truncate');
         UPDATE all_types SET jb = jb || '{"u": true}', n = n * 2 WHERE id % 3 = 0;

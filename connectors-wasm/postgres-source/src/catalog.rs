@@ -21,6 +21,8 @@ pub struct CatalogTable {
     pub estimated_rows: u64,
     /// Heap pages, to split large tables into ranges.
     pub pages: u64,
+    /// A partitioned table: replicated as one table, its partitions through it.
+    pub partitioned: bool,
     /// Per column: empty, or why it cannot be replicated.
     pub unsupported: Vec<String>,
 }
@@ -78,14 +80,15 @@ SELECT c.oid, n.nspname, c.relname, c.relreplident::text, greatest(c.reltuples, 
          (SELECT array_position(string_to_array(i.indkey::text, ' ')::int2[], a.attnum)::int2
             FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisreplident AND c.relreplident = 'i')
        ),
-       pg_catalog.pg_relation_size(c.oid) / current_setting('block_size')::int8
+       pg_catalog.pg_relation_size(c.oid) / current_setting('block_size')::int8,
+       c.relkind = 'p'
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
   JOIN pg_catalog.pg_type d ON d.oid = a.atttypid
   JOIN pg_catalog.pg_type t ON t.oid = CASE WHEN d.typtype = 'd' THEN d.typbasetype ELSE d.oid END
   LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem AND t.typelem <> 0 AND t.typlen = -1
- WHERE c.relkind = 'r'
+ WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
    AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_culvert')
    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
    AND ($1::oid IS NULL OR c.oid = $1::oid)
@@ -195,6 +198,7 @@ pub async fn load_tables(
                 replica_identity: relreplident.chars().next().unwrap_or('d'),
                 estimated_rows: r.get::<_, i64>(4).max(0) as u64,
                 pages: r.get::<_, i64>(14).max(0) as u64,
+                partitioned: r.get(15),
                 unsupported: Vec::new(),
             });
         }

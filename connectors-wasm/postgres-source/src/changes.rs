@@ -9,7 +9,7 @@ use culvert_pg_arrow::ipc::to_ipc;
 use culvert_pg_arrow::pgoutput::{PgOutputMessage, Relation, TupleValue, parse_message};
 use culvert_pg_arrow::position::Position;
 use culvert_pg_arrow::types::TableDesc;
-use culvert_pg_guest::{ErrorKind, GuestError, GuestResult, PgConnectConfig, PgStream};
+use culvert_pg_guest::{ErrorKind, GuestError, GuestResult, PgConnectConfig, PgStream, pg_error};
 use culvert_pg_replication::{ReplicationConnection, ReplicationMessage};
 use tokio_postgres::Client;
 
@@ -261,32 +261,47 @@ impl ChangeStream {
     }
 
     async fn relation(&mut self, rel: Relation) -> GuestResult<()> {
-        let selected = self
-            .globs
-            .iter()
-            .any(|g| matches(g, &rel.namespace, &rel.name));
-        if !selected {
-            self.relations.insert(
-                rel.oid,
-                RelState {
-                    desc: None,
-                    map: Vec::new(),
-                    builder: None,
-                    rows: 0,
-                },
-            );
+        // A partition's changes belong to its partitioned root, which is what replicates
+        // (whether or not the publication publishes through the root).
+        let root: u32 = self
+            .catalog
+            .query_one(
+                "SELECT coalesce(pg_catalog.pg_partition_root($1::oid)::oid, $1::oid)",
+                &[&rel.oid],
+            )
+            .await
+            .map_err(|e| pg_error(&self.cfg, "look up the partition root", &e))?
+            .get(0);
+        let tables: Vec<CatalogTable> = load_tables(&self.catalog, &self.cfg, Some(root)).await?;
+        let table = tables.into_iter().next();
+        let selected = table.as_ref().is_some_and(|t| {
+            self.globs
+                .iter()
+                .any(|g| matches(g, &t.desc.namespace, &t.desc.name))
+        });
+        let Some(table) = table.filter(|_| selected) else {
+            if root == rel.oid
+                && self
+                    .globs
+                    .iter()
+                    .any(|g| matches(g, &rel.namespace, &rel.name))
+            {
+                return Err(GuestError::new(
+                    ErrorKind::State,
+                    format!(
+                        "table {}.{} disappeared from the catalog while its changes were streaming",
+                        rel.namespace, rel.name
+                    ),
+                ));
+            }
+            let ignored = RelState {
+                desc: None,
+                map: Vec::new(),
+                builder: None,
+                rows: 0,
+            };
+            self.relations.insert(rel.oid, ignored);
             return Ok(());
-        }
-        let tables: Vec<CatalogTable> =
-            load_tables(&self.catalog, &self.cfg, Some(rel.oid)).await?;
-        let Some(table) = tables.into_iter().next() else {
-            return Err(GuestError::new(
-                ErrorKind::State,
-                format!(
-                    "table {}.{} disappeared from the catalog while its changes were streaming",
-                    rel.namespace, rel.name
-                ),
-            ));
         };
         table.ensure_replicable()?;
         let map: Vec<Option<usize>> = rel

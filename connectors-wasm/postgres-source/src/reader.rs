@@ -179,7 +179,7 @@ async fn ensure_publication(
     let conn = &cfg.conn;
     let existing = client
         .query(
-            "SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = $1",
+            "SELECT puballtables, pubviaroot FROM pg_catalog.pg_publication WHERE pubname = $1",
             &[&cfg.publication],
         )
         .await
@@ -198,8 +198,9 @@ async fn ensure_publication(
     };
     match existing.first() {
         None => {
+            // Partitioned tables replicate as one table: changes arrive under the root's name.
             let sql = format!(
-                "CREATE PUBLICATION {} FOR TABLE {}",
+                "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
                 quote_ident(&cfg.publication),
                 names.join(", ")
             );
@@ -217,7 +218,24 @@ async fn ensure_publication(
             );
         }
         Some(row) if row.get::<_, bool>(0) => {}
-        Some(_) => {
+        Some(row) => {
+            if !row.get::<_, bool>(1) && tables.iter().any(|t| t.partitioned) {
+                let sql = format!(
+                    "ALTER PUBLICATION {} SET (publish_via_partition_root = true)",
+                    quote_ident(&cfg.publication)
+                );
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(|e| fix(&e, "publish partitioned tables through their root"))?;
+                log(
+                    Level::Info,
+                    &format!(
+                        "publication `{}` now publishes partitions through their root",
+                        cfg.publication
+                    ),
+                );
+            }
             let published: Vec<(String, String)> = client
                 .query(
                     "SELECT schemaname::text, tablename::text FROM pg_catalog.pg_publication_tables WHERE pubname = $1",

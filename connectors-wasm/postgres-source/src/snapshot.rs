@@ -151,10 +151,11 @@ async fn copy_table(
     let table = &plan.tables[index];
     let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
     let sql = match work.range {
+        // The query form also reads partitioned tables, which `COPY table TO` refuses.
         None => format!(
-            "COPY {} ({}) TO STDOUT (FORMAT binary)",
-            table.qualified(),
-            columns.join(", ")
+            "COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)",
+            columns.join(", "),
+            table.qualified()
         ),
         Some((start, end)) => {
             let upper = end
