@@ -18,3 +18,33 @@ pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
     panic!("timed out after {secs} s waiting for {what}");
 }
+
+/// A fresh scratch directory for one test.
+pub fn workdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("culvert-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Start the agent replicating `tables` from database `app` on `src` into `replica` on
+/// `dst`; returns the work directory, the pipeline text (to restart with) and the agent.
+pub fn replicate(
+    name: &str,
+    src: &Cluster,
+    dst: &Cluster,
+    tables: &[&str],
+) -> (std::path::PathBuf, String, Agent) {
+    let work = workdir(name);
+    let pipeline = agent::pipeline_toml(
+        name,
+        src.port,
+        "app",
+        dst.port,
+        "replica",
+        tables,
+        &work.join("buffer"),
+    );
+    let agent = Agent::run(&work, &pipeline, &[]);
+    (work, pipeline, agent)
+}

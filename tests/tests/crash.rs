@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use culvert_tests::agent::pipeline_toml;
-use culvert_tests::{Agent, Cluster};
+use culvert_tests::{Agent, Cluster, replicate};
 
 const TABLES: &[&str] = &["big", "log_no_key", "counters"];
 
@@ -76,18 +75,7 @@ fn write_load(src: &Cluster, stop: Arc<AtomicBool>, first: u32, max_iterations: 
 #[test]
 fn kill_during_snapshot_then_restart_is_exact() {
     let (src, dst) = setup(400_000);
-    let work = std::env::temp_dir().join(format!("culvert-e2e-crash-snap-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    let pipeline = pipeline_toml(
-        "crashsnap",
-        src.port,
-        "app",
-        dst.port,
-        "replica",
-        &["public.*"],
-        &work.join("buffer"),
-    );
-    let mut agent = Agent::run(&work, &pipeline, &[]);
+    let (work, pipeline, mut agent) = replicate("crashsnap", &src, &dst, &["public.*"]);
     agent.wait_until(120, "the snapshot to start landing", || {
         dst.try_sql("replica", "SELECT count(*) FROM big")
             .map(|n| n.parse::<u64>().unwrap_or(0) > 0)
@@ -116,18 +104,7 @@ fn kill_during_snapshot_then_restart_is_exact() {
 #[test]
 fn kill_during_changes_then_restart_loses_and_doubles_nothing() {
     let (src, dst) = setup(20_000);
-    let work = std::env::temp_dir().join(format!("culvert-e2e-crash-cdc-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    let pipeline = pipeline_toml(
-        "crashcdc",
-        src.port,
-        "app",
-        dst.port,
-        "replica",
-        &["public.*"],
-        &work.join("buffer"),
-    );
-    let mut agent = Agent::run(&work, &pipeline, &[]);
+    let (work, pipeline, mut agent) = replicate("crashcdc", &src, &dst, &["public.*"]);
     agent.wait_until(120, "the snapshot", || same(&src, &dst));
     std::thread::scope(|s| {
         let stop = Arc::new(AtomicBool::new(false));
@@ -152,18 +129,7 @@ fn kill_during_changes_then_restart_loses_and_doubles_nothing() {
 #[test]
 fn target_and_source_outages_are_ridden_out() {
     let (src, dst) = setup(5_000);
-    let work = std::env::temp_dir().join(format!("culvert-e2e-outage-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    let pipeline = pipeline_toml(
-        "outage",
-        src.port,
-        "app",
-        dst.port,
-        "replica",
-        &["public.*"],
-        &work.join("buffer"),
-    );
-    let mut agent = Agent::run(&work, &pipeline, &[]);
+    let (_work, _pipeline, mut agent) = replicate("outage", &src, &dst, &["public.*"]);
     agent.wait_until(120, "the snapshot", || same(&src, &dst));
 
     // Target down: the source keeps reading into the buffer; the target catches up later.

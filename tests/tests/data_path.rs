@@ -1,8 +1,7 @@
 //! The data path end to end: snapshot and changes of every supported type between two
 //! real PostgreSQL clusters through the real agent and the real wasm connectors.
 
-use culvert_tests::agent::pipeline_toml;
-use culvert_tests::{Agent, Cluster};
+use culvert_tests::{Cluster, replicate};
 
 const TYPES_DDL: &str = r#"
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -88,17 +87,7 @@ fn snapshot_then_every_kind_of_change_replicates_exactly() {
     dst.create_db("replica");
     src.sql("app", TYPES_DDL);
     src.sql("app", TYPES_ROWS);
-    let work = tempdir("data-path");
-    let pipeline = pipeline_toml(
-        "types",
-        src.port,
-        "app",
-        dst.port,
-        "replica",
-        &["public.*", "Sales.*"],
-        &work.join("buffer"),
-    );
-    let mut agent = Agent::run(&work, &pipeline, &[]);
+    let (_work, _pipeline, mut agent) = replicate("types", &src, &dst, &["public.*", "Sales.*"]);
     agent.wait_until(120, "snapshot to match", || same(&src, &dst));
     assert_same(&src, &dst);
 
@@ -142,13 +131,6 @@ fn snapshot_then_every_kind_of_change_replicates_exactly() {
     );
 }
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("culvert-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn a_type_that_cannot_be_carried_fails_naming_table_column_and_type() {
     let src = Cluster::start(&[]);
@@ -159,17 +141,7 @@ fn a_type_that_cannot_be_carried_fails_naming_table_column_and_type() {
         "app",
         "CREATE TYPE pair AS (a int, b text); CREATE TABLE odd (id int PRIMARY KEY, p pair);",
     );
-    let work = tempdir("unsupported");
-    let pipeline = pipeline_toml(
-        "odd",
-        src.port,
-        "app",
-        dst.port,
-        "replica",
-        &["public.odd"],
-        &work.join("buffer"),
-    );
-    let mut agent = Agent::run(&work, &pipeline, &[]);
+    let (_work, _pipeline, mut agent) = replicate("odd", &src, &dst, &["public.odd"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let code = loop {
         if let Some(code) = agent.exited() {

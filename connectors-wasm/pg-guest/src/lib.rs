@@ -258,3 +258,35 @@ pub fn pg_error(cfg: &PgConnectConfig, doing: &str, e: &tokio_postgres::Error) -
     };
     GuestError::new(kind, format!("{doing} on {}: {text}{fix}", cfg.endpoint()))
 }
+
+/// The single-threaded runtime a connector call runs on inside the sandbox.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime on wasi")
+}
+
+/// Defines `fn to_wit(GuestError) -> wit::ConnectorError` for a connector crate whose
+/// generated WIT types are reachable as `crate::wit`.
+#[macro_export]
+macro_rules! define_to_wit {
+    () => {
+        fn to_wit(e: $crate::GuestError) -> wit::ConnectorError {
+            use $crate::ErrorKind as K;
+            let kind = match e.kind {
+                K::Config => wit::ErrorKind::Config,
+                K::Connection => wit::ErrorKind::Connection,
+                K::Auth => wit::ErrorKind::Auth,
+                K::Permission => wit::ErrorKind::Permission,
+                K::Unsupported => wit::ErrorKind::Unsupported,
+                K::State => wit::ErrorKind::State,
+                K::Internal => wit::ErrorKind::Internal,
+            };
+            wit::ConnectorError {
+                kind,
+                message: e.message,
+            }
+        }
+    };
+}

@@ -12,8 +12,6 @@ mod snapshot;
 
 use std::sync::Arc;
 
-use culvert_pg_guest::{ErrorKind, GuestError};
-
 wit_bindgen::generate!({
     path: "../../wit",
     world: "source",
@@ -34,28 +32,9 @@ fn log(level: culvert::connector::host::Level, message: &str) {
     culvert::connector::host::log(level, message);
 }
 
-fn to_wit(e: GuestError) -> wit::ConnectorError {
-    let kind = match e.kind {
-        ErrorKind::Config => wit::ErrorKind::Config,
-        ErrorKind::Connection => wit::ErrorKind::Connection,
-        ErrorKind::Auth => wit::ErrorKind::Auth,
-        ErrorKind::Permission => wit::ErrorKind::Permission,
-        ErrorKind::Unsupported => wit::ErrorKind::Unsupported,
-        ErrorKind::State => wit::ErrorKind::State,
-        ErrorKind::Internal => wit::ErrorKind::Internal,
-    };
-    wit::ConnectorError {
-        kind,
-        message: e.message,
-    }
-}
+culvert_pg_guest::define_to_wit!();
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime on wasi")
-}
+use culvert_pg_guest::runtime;
 
 struct Component;
 

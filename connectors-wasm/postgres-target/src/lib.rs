@@ -12,8 +12,6 @@ mod writer;
 
 use std::sync::Arc;
 
-use culvert_pg_guest::{ErrorKind, GuestError};
-
 wit_bindgen::generate!({
     path: "../../wit",
     world: "destination",
@@ -30,28 +28,9 @@ fn resolver() -> Resolver {
     Arc::new(|name: &str| culvert::connector::host::resolve(name))
 }
 
-fn to_wit(e: GuestError) -> wit::ConnectorError {
-    let kind = match e.kind {
-        ErrorKind::Config => wit::ErrorKind::Config,
-        ErrorKind::Connection => wit::ErrorKind::Connection,
-        ErrorKind::Auth => wit::ErrorKind::Auth,
-        ErrorKind::Permission => wit::ErrorKind::Permission,
-        ErrorKind::Unsupported => wit::ErrorKind::Unsupported,
-        ErrorKind::State => wit::ErrorKind::State,
-        ErrorKind::Internal => wit::ErrorKind::Internal,
-    };
-    wit::ConnectorError {
-        kind,
-        message: e.message,
-    }
-}
+culvert_pg_guest::define_to_wit!();
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime on wasi")
-}
+use culvert_pg_guest::runtime;
 
 /// JSON Schema of the configuration.
 const SPEC: &str = r#"{
