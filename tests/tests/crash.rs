@@ -163,3 +163,47 @@ fn target_and_source_outages_are_ridden_out() {
         agent.log()
     );
 }
+
+/// A deterministic sequence of pseudo-random kill delays (no extra dependency needed).
+fn delays(seed: u64, n: usize) -> Vec<u64> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            200 + x % 2500
+        })
+        .collect()
+}
+
+#[test]
+fn kills_at_random_points_from_snapshot_through_changes_end_exact() {
+    let (src, dst) = setup(150_000);
+    let (work, pipeline, mut agent) = replicate("randomkill", &src, &dst, &["public.*"]);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("kill delays seed {seed}");
+    std::thread::scope(|s| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = s.spawn({
+            let stop = stop.clone();
+            let src = &src;
+            move || write_load(src, stop, 5000, 600)
+        });
+        for ms in delays(seed, 8) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            agent.kill9();
+            agent = Agent::run(&work, &pipeline, &[]);
+        }
+        stop.store(true, Ordering::Relaxed);
+        load.join().unwrap();
+    });
+    agent.wait_until(240, "the replica to converge after random kills", || {
+        same(&src, &dst)
+    });
+    assert_same(&src, &dst);
+}
