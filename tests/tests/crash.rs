@@ -207,3 +207,31 @@ fn kills_at_random_points_from_snapshot_through_changes_end_exact() {
     });
     assert_same(&src, &dst);
 }
+
+#[test]
+fn kill_inside_a_large_transaction_resumes_at_the_right_change() {
+    let (src, dst) = setup(100_000);
+    let (work, pipeline, mut agent) = replicate("bigtxn", &src, &dst, &["public.*"]);
+    agent.wait_until(120, "the snapshot", || same(&src, &dst));
+    assert_eq!(agent.stop(), Some(0));
+    // One transaction far larger than a batch (batch_rows = 5000 in the test pipeline).
+    src.sql(
+        "app",
+        "BEGIN;
+         UPDATE big SET v = v || '!', n = n + 1;
+         INSERT INTO big SELECT g, 'bulk', g, NULL FROM generate_series(3000000, 3100000) g;
+         DELETE FROM big WHERE id % 5 = 0;
+         INSERT INTO log_no_key SELECT g % 3, 'bulk' FROM generate_series(1, 20000) g;
+         COMMIT;",
+    );
+    for ms in [1200, 900, 1500] {
+        agent = Agent::run(&work, &pipeline, &[]);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        agent.kill9();
+    }
+    let mut agent = Agent::run(&work, &pipeline, &[]);
+    agent.wait_until(240, "the large transaction to land exactly once", || {
+        same(&src, &dst)
+    });
+    assert_same(&src, &dst);
+}
