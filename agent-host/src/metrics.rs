@@ -50,7 +50,7 @@ pub struct Metrics {
     pub buffer_bytes: Family<PipelineLabels, Gauge>,
     /// Source WAL not yet read, in bytes.
     pub lag_bytes: Family<PipelineLabels, Gauge>,
-    /// Seconds since the source produced the batch the target committed last.
+    /// Seconds from the source reading the last committed batch to its commit at the target.
     pub lag_seconds: Family<PipelineLabels, Gauge<f64, AtomicU64>>,
     /// Errors that failed or retried a stage.
     pub errors: Family<StageLabels, Counter>,
@@ -95,7 +95,7 @@ impl Metrics {
         );
         registry.register(
             "replication_lag_seconds",
-            "Age of the newest batch the target committed when it was committed",
+            "Seconds from the source reading the newest committed batch to the target committing it",
             m.lag_seconds.clone(),
         );
         registry.register(

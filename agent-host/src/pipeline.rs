@@ -559,6 +559,12 @@ async fn target_loop(
         let started = batch.tables.iter().filter(|t| t.first_of_table).count() as u64;
         match target.apply(batch).await {
             Ok(position) => {
+                if let Some(at) = buffer.appended_at(seq).await {
+                    metrics
+                        .lag_seconds
+                        .get_or_create(&pipeline)
+                        .set(at.elapsed().as_secs_f64());
+                }
                 buffer.release(seq).await?;
                 committed.send_replace(Some(position));
                 metrics.rows.get_or_create(&labels).inc_by(rows);

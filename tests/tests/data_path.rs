@@ -1,7 +1,7 @@
 //! The data path end to end: snapshot and changes of every supported type between two
 //! real PostgreSQL clusters through the real agent and the real wasm connectors.
 
-use culvert_tests::{Cluster, replicate};
+use culvert_tests::{Agent, Cluster, replicate, workdir};
 
 const TYPES_DDL: &str = r#"
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -87,7 +87,25 @@ fn snapshot_then_every_kind_of_change_replicates_exactly() {
     dst.create_db("replica");
     src.sql("app", TYPES_DDL);
     src.sql("app", TYPES_ROWS);
-    let (_work, _pipeline, mut agent) = replicate("types", &src, &dst, &["public.*", "Sales.*"]);
+    let work = workdir("types");
+    let metrics_addr: std::net::SocketAddr =
+        format!("127.0.0.1:{}", culvert_tests::cluster::free_port())
+            .parse()
+            .unwrap();
+    let pipeline = culvert_tests::agent::pipeline_toml(
+        "types",
+        src.port,
+        "app",
+        dst.port,
+        "replica",
+        &["public.*", "Sales.*"],
+        &work.join("buffer"),
+    );
+    let mut agent = Agent::run(
+        &work,
+        &pipeline,
+        &["--metrics-addr", &metrics_addr.to_string()],
+    );
     agent.wait_until(120, "snapshot to match", || same(&src, &dst));
     assert_same(&src, &dst);
 

@@ -68,6 +68,7 @@ struct Entry {
     seq: u64,
     size: u64,
     position: Vec<u8>,
+    appended: std::time::Instant,
 }
 
 struct Index {
@@ -141,6 +142,7 @@ impl Buffer {
                 seq,
                 size: bytes.len() as u64,
                 position: batch.position,
+                appended: std::time::Instant::now(),
             });
         }
         if discard {
@@ -201,6 +203,7 @@ impl Buffer {
             seq,
             size: bytes.len() as u64,
             position: batch.position.clone(),
+            appended: std::time::Instant::now(),
         });
         drop(index);
         self.changed.notify_waiters();
@@ -231,6 +234,16 @@ impl Buffer {
                 return Ok(None);
             }
         }
+    }
+
+    /// When segment `seq` was appended (for segments recovered from disk: when recovered).
+    pub async fn appended_at(&self, seq: u64) -> Option<std::time::Instant> {
+        let index = self.index.lock().await;
+        index
+            .entries
+            .iter()
+            .find(|e| e.seq == seq)
+            .map(|e| e.appended)
     }
 
     /// Hand out segments again from the oldest one kept (after the target restarts).
