@@ -235,3 +235,20 @@ fn kill_inside_a_large_transaction_resumes_at_the_right_change() {
     });
     assert_same(&src, &dst);
 }
+
+#[test]
+fn a_row_written_into_the_target_behind_culverts_back_is_overwritten_not_fatal() {
+    let (src, dst) = setup(1_000);
+    let (_work, _pipeline, mut agent) = replicate("drift", &src, &dst, &["public.*"]);
+    agent.wait_until(120, "the snapshot", || same(&src, &dst));
+    dst.sql(
+        "replica",
+        "INSERT INTO big VALUES (5000000, 'stale target row', 0, NULL)",
+    );
+    src.sql(
+        "app",
+        "INSERT INTO big VALUES (5000000, 'source row', 1, '{}'), (5000001, 'another', 2, NULL)",
+    );
+    agent.wait_until(120, "the source's row to win", || same(&src, &dst));
+    assert_same(&src, &dst);
+}

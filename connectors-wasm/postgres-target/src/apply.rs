@@ -226,7 +226,8 @@ pub async fn apply_changes(
                 );
                 let mut copy =
                     CopyIn::start(client, cfg, &sql, format!("stage changes for {name}")).await?;
-                let (mut deletes, mut upserts, mut partials) = (false, false, false);
+                let (mut deletes, mut upserts, mut partials, mut inserts) =
+                    (false, false, false, false);
                 for r in &rows {
                     let data = &mut copy.buf;
                     data.extend_from_slice(&((enc.len() + 2) as i16).to_be_bytes());
@@ -236,26 +237,96 @@ pub async fn apply_changes(
                     }
                     let (action, mask) = match &r.action {
                         Action::Delete => (b'd', None),
+                        Action::Upsert if r.fresh => (b'i', None),
                         Action::Upsert => (b'u', None),
                         Action::Partial(m) => (b'p', Some(m.as_slice())),
                     };
                     deletes |= action == b'd';
                     upserts |= action == b'u';
                     partials |= action == b'p';
+                    inserts |= action == b'i';
                     write_raw_field(data, Some(&[action]));
                     write_raw_field(data, mask);
                     copy.row_done().await?;
                 }
                 copy.finish().await?;
                 let sql = set_based_sql(&desc, &key, &stage, deletes, upserts, partials);
-                client
-                    .batch_execute(&sql)
-                    .await
-                    .map_err(|e| pg_error(cfg, &format!("apply changes to {name}"), &e))?;
+                if !sql.is_empty() {
+                    client
+                        .batch_execute(&sql)
+                        .await
+                        .map_err(|e| pg_error(cfg, &format!("apply changes to {name}"), &e))?;
+                }
+                if inserts {
+                    insert_fresh(client, cfg, &desc, &key, &stage, name).await?;
+                }
             }
         }
     }
     Ok(())
+}
+
+/// `INSERT ... ON CONFLICT DO UPDATE` of the staged rows marked `action`.
+fn upsert_sql(desc: &TableDesc, key: &[usize], stage: &str, action: char) -> String {
+    let t = desc.qualified();
+    let cols = column_list(desc);
+    let keys: Vec<String> = key
+        .iter()
+        .map(|&k| quote_ident(&desc.columns[k].name))
+        .collect();
+    let non_key: Vec<String> = (0..desc.columns.len())
+        .filter(|c| !key.contains(c))
+        .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(&desc.columns[c].name)))
+        .collect();
+    let on_conflict = if non_key.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}", non_key.join(", "))
+    };
+    format!(
+        "INSERT INTO {t} ({cols}) SELECT {cols} FROM {stage} WHERE __culvert_action = '{action}' ON CONFLICT ({}) {on_conflict}",
+        keys.join(", ")
+    )
+}
+
+/// Insert rows whose keys the batch created. The replica matches the source before the
+/// batch, so a plain INSERT (much cheaper than an upsert) suffices; if the target was
+/// changed behind Culvert's back, the upsert takes over instead of failing.
+async fn insert_fresh(
+    client: &Client,
+    cfg: &PgConnectConfig,
+    desc: &TableDesc,
+    key: &[usize],
+    stage: &str,
+    name: &str,
+) -> GuestResult<()> {
+    let cols = column_list(desc);
+    let t = desc.qualified();
+    let what = format!("insert new rows into {name}");
+    client
+        .batch_execute("SAVEPOINT culvert_fresh")
+        .await
+        .map_err(|e| pg_error(cfg, &what, &e))?;
+    let plain =
+        format!("INSERT INTO {t} ({cols}) SELECT {cols} FROM {stage} WHERE __culvert_action = 'i'");
+    match client.batch_execute(&plain).await {
+        Ok(()) => {
+            client
+                .batch_execute("RELEASE SAVEPOINT culvert_fresh")
+                .await
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT culvert_fresh")
+                .await
+                .map_err(|e| pg_error(cfg, &what, &e))?;
+            client
+                .batch_execute(&upsert_sql(desc, key, stage, 'i'))
+                .await
+        }
+        Err(e) => Err(e),
+    }
+    .map_err(|e| pg_error(cfg, &what, &e))
 }
 
 fn set_based_sql(
@@ -282,24 +353,8 @@ fn set_based_sql(
         ));
     }
     if upserts {
-        let cols = column_list(desc);
-        let keys: Vec<String> = key
-            .iter()
-            .map(|&k| quote_ident(&desc.columns[k].name))
-            .collect();
-        let action = if non_key.is_empty() {
-            "DO NOTHING".to_string()
-        } else {
-            let sets: Vec<String> = non_key
-                .iter()
-                .map(|&c| format!("{0} = EXCLUDED.{0}", quote_ident(&desc.columns[c].name)))
-                .collect();
-            format!("DO UPDATE SET {}", sets.join(", "))
-        };
-        sql.push_str(&format!(
-            "INSERT INTO {t} ({cols}) SELECT {cols} FROM {stage} WHERE __culvert_action = 'u' ON CONFLICT ({}) {action};\n",
-            keys.join(", ")
-        ));
+        sql.push_str(&upsert_sql(desc, key, stage, 'u'));
+        sql.push_str(";\n");
     }
     if partials && !non_key.is_empty() {
         let sets: Vec<String> = non_key

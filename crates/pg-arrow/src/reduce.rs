@@ -22,6 +22,9 @@ pub struct NetRow {
     pub action: Action,
     /// Input row index per table column.
     pub sources: Vec<u32>,
+    /// The key did not exist before the batch (its first change inserted or moved a row
+    /// into it), so an upsert is a plain insert and a delete has nothing to remove.
+    pub fresh: bool,
 }
 
 /// A step of the plan, applied in order.
@@ -75,7 +78,9 @@ pub fn plan(changes: &[Change<'_>], width: usize) -> Option<Vec<Step>> {
                 NetRow {
                     action: Action::Upsert,
                     sources: all(i),
+                    fresh: false,
                 },
+                true,
             ),
             b'D' => put(
                 &mut net,
@@ -84,7 +89,9 @@ pub fn plan(changes: &[Change<'_>], width: usize) -> Option<Vec<Step>> {
                 NetRow {
                     action: Action::Delete,
                     sources: all(i),
+                    fresh: false,
                 },
+                false,
             ),
             b'B' | b'U' => {
                 let before_i = i;
@@ -101,6 +108,7 @@ pub fn plan(changes: &[Change<'_>], width: usize) -> Option<Vec<Step>> {
                 let prev = match old_key {
                     Some(old) if old != new.key => {
                         let prev = net.remove(old);
+                        let old_fresh = prev.as_ref().is_some_and(|p| p.fresh);
                         put(
                             &mut net,
                             &mut order,
@@ -108,7 +116,9 @@ pub fn plan(changes: &[Change<'_>], width: usize) -> Option<Vec<Step>> {
                             NetRow {
                                 action: Action::Delete,
                                 sources: all(before_i),
+                                fresh: false,
                             },
+                            old_fresh,
                         );
                         if has_any(new.unchanged)
                             && !matches!(
@@ -125,8 +135,10 @@ pub fn plan(changes: &[Change<'_>], width: usize) -> Option<Vec<Step>> {
                     }
                     _ => net.get(new.key).cloned(),
                 };
+                // A row moved into a key that was not in use makes that key fresh.
+                let moved = old_key.is_some_and(|old| old != new.key);
                 let row = merge(prev, new_i, new.unchanged, width);
-                put(&mut net, &mut order, new.key, row);
+                put(&mut net, &mut order, new.key, row, moved);
             }
             _ => return None,
         }
@@ -141,21 +153,25 @@ fn merge(prev: Option<NetRow>, row: usize, unchanged: Option<&[u8]>, width: usiz
         return NetRow {
             action: Action::Upsert,
             sources: vec![row as u32; width],
+            fresh: false,
         };
     };
     match prev {
         Some(NetRow {
             action: Action::Upsert,
             sources,
+            ..
         }) => NetRow {
             action: Action::Upsert,
             sources: (0..width)
                 .map(|c| if bit(bits, c) { sources[c] } else { row as u32 })
                 .collect(),
+            fresh: false,
         },
         Some(NetRow {
             action: Action::Partial(prev_bits),
             sources,
+            ..
         }) => {
             let mask: Vec<u8> = (0..width.div_ceil(8))
                 .map(|b| bits.get(b).copied().unwrap_or(0) & prev_bits.get(b).copied().unwrap_or(0))
@@ -165,6 +181,7 @@ fn merge(prev: Option<NetRow>, row: usize, unchanged: Option<&[u8]>, width: usiz
                 sources: (0..width)
                     .map(|c| if bit(bits, c) { sources[c] } else { row as u32 })
                     .collect(),
+                fresh: false,
             }
         }
         _ => {
@@ -173,6 +190,7 @@ fn merge(prev: Option<NetRow>, row: usize, unchanged: Option<&[u8]>, width: usiz
             NetRow {
                 action: Action::Partial(mask),
                 sources: vec![row as u32; width],
+                fresh: false,
             }
         }
     }
@@ -182,8 +200,10 @@ fn put<'a>(
     net: &mut HashMap<&'a [u8], NetRow>,
     order: &mut Vec<&'a [u8]>,
     key: &'a [u8],
-    row: NetRow,
+    mut row: NetRow,
+    fresh_if_new: bool,
 ) {
+    row.fresh = net.get(key).map(|e| e.fresh).unwrap_or(fresh_if_new);
     if net.insert(key, row).is_none() {
         order.push(key);
     }
@@ -197,7 +217,11 @@ fn flush<'a>(
     if order.is_empty() {
         return;
     }
-    let rows = order.drain(..).filter_map(|k| net.remove(k)).collect();
+    let rows = order
+        .drain(..)
+        .filter_map(|k| net.remove(k))
+        .filter(|r| !(r.fresh && r.action == Action::Delete))
+        .collect();
     steps.push(Step::Rows(rows));
 }
 
@@ -231,14 +255,16 @@ mod tests {
             r[0],
             NetRow {
                 action: Action::Upsert,
-                sources: vec![1, 1]
+                sources: vec![1, 1],
+                fresh: true,
             }
         );
         assert_eq!(
             r[1],
             NetRow {
                 action: Action::Upsert,
-                sources: vec![3, 3]
+                sources: vec![3, 3],
+                fresh: false,
             }
         );
     }
@@ -257,14 +283,16 @@ mod tests {
             r[0],
             NetRow {
                 action: Action::Upsert,
-                sources: vec![1, 0]
+                sources: vec![1, 0],
+                fresh: true,
             }
         );
         assert_eq!(
             r[1],
             NetRow {
                 action: Action::Partial(vec![0b10]),
-                sources: vec![2, 2]
+                sources: vec![2, 2],
+                fresh: false,
             }
         );
     }
@@ -278,14 +306,16 @@ mod tests {
             r[0],
             NetRow {
                 action: Action::Delete,
-                sources: vec![0]
+                sources: vec![0],
+                fresh: false,
             }
         );
         assert_eq!(
             r[1],
             NetRow {
                 action: Action::Upsert,
-                sources: vec![1]
+                sources: vec![1],
+                fresh: true,
             }
         );
     }
@@ -304,6 +334,28 @@ mod tests {
                 2
             )
             .is_some()
+        );
+    }
+
+    #[test]
+    fn keys_born_in_the_batch_insert_plainly_and_vanish_without_a_trace() {
+        let c = [
+            ch(b'I', b"1", None),
+            ch(b'D', b"1", None),
+            ch(b'I', b"2", None),
+            ch(b'B', b"2", None),
+            ch(b'U', b"3", None),
+        ];
+        let steps = plan(&c, 1).unwrap();
+        let r = rows(&steps);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(
+            r[0],
+            NetRow {
+                action: Action::Upsert,
+                sources: vec![4],
+                fresh: true
+            }
         );
     }
 
