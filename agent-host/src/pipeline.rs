@@ -101,6 +101,9 @@ pub struct Sides {
     metrics: Metrics,
     source_component: Arc<Component>,
     target_component: Arc<Component>,
+    /// Each side's `spec`, read once: it only depends on the component.
+    source_spec: tokio::sync::OnceCell<String>,
+    target_spec: tokio::sync::OnceCell<String>,
 }
 
 impl Sides {
@@ -120,6 +123,8 @@ impl Sides {
             metrics,
             source_component,
             target_component,
+            source_spec: tokio::sync::OnceCell::new(),
+            target_spec: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -140,28 +145,39 @@ impl Sides {
     }
 
     /// A source instance whose allow-list is derived from its configuration and the port
-    /// default its spec declares (read from a first instance with no network at all).
+    /// default its spec declares (read once, from an instance with no network at all).
     async fn source_instance(&self) -> Result<Instance<source::Source>> {
-        let mut probe = instantiate_source(self.placement(false, Arc::default())).await?;
-        let spec = probe
-            .call("spec", |s, w| {
-                w.culvert_connector_source_connector().call_spec(s)
+        let spec = self
+            .source_spec
+            .get_or_try_init(|| async {
+                let mut probe = instantiate_source(self.placement(false, Arc::default())).await?;
+                probe
+                    .call("spec", |s, w| {
+                        w.culvert_connector_source_connector().call_spec(s)
+                    })
+                    .await
+                    .map_err(|e| anyhow!(e))
             })
-            .await
-            .map_err(|e| anyhow!(e))?;
-        instantiate_source(self.placement(false, egress_for(&self.cfg.source, &spec))).await
+            .await?;
+        instantiate_source(self.placement(false, egress_for(&self.cfg.source, spec))).await
     }
 
     /// A destination instance, set up like [`Sides::source_instance`].
     async fn target_instance(&self) -> Result<Instance<destination::Destination>> {
-        let mut probe = instantiate_destination(self.placement(true, Arc::default())).await?;
-        let spec = probe
-            .call("spec", |s, w| {
-                w.culvert_connector_destination_connector().call_spec(s)
+        let spec = self
+            .target_spec
+            .get_or_try_init(|| async {
+                let mut probe =
+                    instantiate_destination(self.placement(true, Arc::default())).await?;
+                probe
+                    .call("spec", |s, w| {
+                        w.culvert_connector_destination_connector().call_spec(s)
+                    })
+                    .await
+                    .map_err(|e| anyhow!(e))
             })
-            .await
-            .map_err(|e| anyhow!(e))?;
-        instantiate_destination(self.placement(true, egress_for(&self.cfg.target, &spec))).await
+            .await?;
+        instantiate_destination(self.placement(true, egress_for(&self.cfg.target, spec))).await
     }
 
     /// Open the source's reader, resuming after `resume`.

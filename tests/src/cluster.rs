@@ -37,7 +37,8 @@ fn find_bin_dir() -> PathBuf {
     )
 }
 
-fn is_root() -> bool {
+/// Whether the tests run as root (PostgreSQL's tools then run as the `postgres` user).
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -226,6 +227,15 @@ impl Cluster {
             .unwrap()
             .trim_end_matches('\n')
             .to_string())
+    }
+
+    /// A source cluster with database `app` and a target cluster with database `replica`.
+    pub fn pair() -> (Cluster, Cluster) {
+        let src = Cluster::start(&[]);
+        let dst = Cluster::start(&[]);
+        src.create_db("app");
+        dst.create_db("replica");
+        (src, dst)
     }
 
     /// Create a database.

@@ -24,6 +24,8 @@ pub fn workdir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("culvert-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    // The server runs as `postgres` when the tests run as root and must read files here.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     dir
 }
 

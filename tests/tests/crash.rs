@@ -9,10 +9,7 @@ use culvert_tests::{Agent, Cluster, replicate};
 const TABLES: &[&str] = &["big", "log_no_key", "counters"];
 
 fn setup(rows: u32) -> (Cluster, Cluster) {
-    let src = Cluster::start(&[]);
-    let dst = Cluster::start(&[]);
-    src.create_db("app");
-    dst.create_db("replica");
+    let (src, dst) = Cluster::pair();
     src.sql(
         "app",
         &format!(

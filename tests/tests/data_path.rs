@@ -81,10 +81,7 @@ fn same(src: &Cluster, dst: &Cluster) -> bool {
 
 #[test]
 fn snapshot_then_every_kind_of_change_replicates_exactly() {
-    let src = Cluster::start(&[]);
-    let dst = Cluster::start(&[]);
-    src.create_db("app");
-    dst.create_db("replica");
+    let (src, dst) = Cluster::pair();
     src.sql("app", TYPES_DDL);
     src.sql("app", TYPES_ROWS);
     let work = workdir("types");
@@ -151,10 +148,7 @@ fn snapshot_then_every_kind_of_change_replicates_exactly() {
 
 #[test]
 fn a_type_that_cannot_be_carried_fails_naming_table_column_and_type() {
-    let src = Cluster::start(&[]);
-    let dst = Cluster::start(&[]);
-    src.create_db("app");
-    dst.create_db("replica");
+    let (src, dst) = Cluster::pair();
     src.sql(
         "app",
         "CREATE TYPE pair AS (a int, b text); CREATE TABLE odd (id int PRIMARY KEY, p pair);",

@@ -4,28 +4,12 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use culvert_tests::agent::{agent_binary, pipeline_toml};
-use culvert_tests::{Agent, Cluster};
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("culvert-e2e-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
+use culvert_tests::{Agent, Cluster, workdir};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -127,7 +111,7 @@ fn make_server_cert(dir: &Path, ca: &str, name: &str, san: &str, rsa: bool) -> V
     let cert = dir.join(format!("{name}.crt"));
     fs::set_permissions(&cert, fs::Permissions::from_mode(0o644)).unwrap();
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
-    if is_root() {
+    if culvert_tests::cluster::is_root() {
         // The harness runs the server as `postgres`, which must own its private key.
         let ok = Command::new("chown")
             .arg("postgres:postgres")
@@ -220,7 +204,7 @@ fn connect_line<'a>(text: &'a str, side: &str) -> &'a str {
 
 #[test]
 fn pipeline_over_verify_full_replicates_exactly_and_uses_tls() {
-    let pki = tempdir("tls-pki");
+    let pki = workdir("tls-pki");
     let ca = make_ca(&pki, "ca");
     let mut settings = make_server_cert(&pki, "ca", "server", "DNS:localhost,IP:127.0.0.1", false);
     settings.push(tls_only_hba(&pki));
@@ -234,7 +218,7 @@ fn pipeline_over_verify_full_replicates_exactly_and_uses_tls() {
          INSERT INTO items SELECT g, 'item ' || g, g * 1.25, ARRAY['t' || g % 3] FROM generate_series(1, 500) g;",
     );
 
-    let work = tempdir("tls-pipeline");
+    let work = workdir("tls-pipeline");
     let tls = tls_lines("verify-full", Some(&ca));
     let pipeline = with_tls(
         &pipeline_toml(
@@ -306,7 +290,7 @@ fn require_against_a_server_without_tls_fails_clearly() {
     pg.create_db("app");
     pg.create_db("replica");
     pg.sql("app", "CREATE TABLE t (id int PRIMARY KEY)");
-    let work = tempdir("tls-require");
+    let work = workdir("tls-require");
     let pipeline = with_tls(
         &pipeline_toml(
             "tlsrequire",
@@ -359,7 +343,7 @@ fn require_against_a_server_without_tls_fails_clearly() {
 
 #[test]
 fn untrusted_or_misnamed_certificates_are_rejected_with_a_reason() {
-    let pki = tempdir("tls-certs");
+    let pki = workdir("tls-certs");
     let ca = make_ca(&pki, "ca");
     let other_ca = make_ca(&pki, "other-ca");
     // A certificate that names neither 127.0.0.1 nor localhost.
@@ -367,7 +351,7 @@ fn untrusted_or_misnamed_certificates_are_rejected_with_a_reason() {
     let pg = start(&settings);
     pg.create_db("app");
     pg.create_db("replica");
-    let work = tempdir("tls-certs-work");
+    let work = workdir("tls-certs-work");
     let base = pipeline_toml(
         "tlscerts",
         pg.port,
