@@ -41,6 +41,8 @@ pub struct Batch {
     pub tables: Vec<TableRows>,
     /// Source lag in bytes.
     pub lag_bytes: u64,
+    /// The source transaction continues in the next batch.
+    pub continues: bool,
 }
 
 /// A segment that does not decode.
@@ -48,7 +50,9 @@ pub struct Batch {
 #[error("buffer segment is corrupt: {0}")]
 pub struct SegmentError(pub &'static str);
 
-const MAGIC: &[u8; 6] = b"CVSEG1";
+const MAGIC: &[u8; 6] = b"CVSEG2";
+/// Segments written before batches carried `continues` (read as `false`).
+const MAGIC_V1: &[u8; 6] = b"CVSEG1";
 
 impl Batch {
     /// Rows in the batch.
@@ -70,6 +74,7 @@ impl Batch {
             Kind::Changes => 1,
             Kind::Heartbeat => 2,
         });
+        out.push(self.continues as u8);
         out.extend_from_slice(&self.lag_bytes.to_le_bytes());
         put_bytes(&mut out, &self.position);
         out.extend_from_slice(&(self.tables.len() as u32).to_le_bytes());
@@ -86,15 +91,18 @@ impl Batch {
     /// Decode a buffer segment.
     pub fn decode(bytes: &[u8]) -> Result<Batch, SegmentError> {
         let mut r = Reader { bytes, at: 0 };
-        if r.take(MAGIC.len())? != MAGIC {
-            return Err(SegmentError("bad magic"));
-        }
+        let v1 = match r.take(MAGIC.len())? {
+            m if m == MAGIC => false,
+            m if m == MAGIC_V1 => true,
+            _ => return Err(SegmentError("bad magic")),
+        };
         let kind = match r.take(1)?[0] {
             0 => Kind::Snapshot,
             1 => Kind::Changes,
             2 => Kind::Heartbeat,
             _ => return Err(SegmentError("bad kind")),
         };
+        let continues = !v1 && r.take(1)?[0] != 0;
         let lag_bytes = r.u64()?;
         let position = r.bytes()?.to_vec();
         let n = r.u32()? as usize;
@@ -123,6 +131,7 @@ impl Batch {
             position,
             tables,
             lag_bytes,
+            continues,
         })
     }
 }
@@ -178,6 +187,7 @@ impl From<source::culvert::connector::types::Batch> for Batch {
             },
             position: b.position,
             lag_bytes: b.lag_bytes,
+            continues: b.continues,
             tables: b
                 .tables
                 .into_iter()
@@ -204,6 +214,7 @@ impl From<Batch> for destination::culvert::connector::types::Batch {
             },
             position: b.position,
             lag_bytes: b.lag_bytes,
+            continues: b.continues,
             tables: b
                 .tables
                 .into_iter()
@@ -231,6 +242,7 @@ mod tests {
             kind: Kind::Changes,
             position: vec![1, 2, 3],
             lag_bytes: 42,
+            continues: true,
             tables: vec![TableRows {
                 namespace: "s".into(),
                 name: "t".into(),

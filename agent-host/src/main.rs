@@ -52,6 +52,15 @@ enum Command {
         #[arg(long)]
         pipeline: PathBuf,
     },
+    /// Copy tables again while changes keep streaming; rebuilds a lost replication slot.
+    Resync {
+        /// Pipeline file (TOML).
+        #[arg(long)]
+        pipeline: PathBuf,
+        /// Only this table (schema.name); repeat for several. Default: every selected table.
+        #[arg(long = "table")]
+        tables: Vec<String>,
+    },
     /// List the connectors built into this agent.
     Connectors,
 }
@@ -110,6 +119,19 @@ async fn run(cli: Cli) -> Result<()> {
             if failed {
                 anyhow::bail!("some checks failed; fix them and run check again");
             }
+            Ok(())
+        }
+        Command::Resync { pipeline, tables } => {
+            let cfg = PipelineConfig::load(&pipeline)?;
+            let mut refs = Vec::with_capacity(tables.len());
+            for t in &tables {
+                let Some((ns, name)) = t.split_once('.') else {
+                    anyhow::bail!("--table {t}: write the table as schema.name, for example public.orders");
+                };
+                refs.push((ns.to_string(), name.to_string()));
+            }
+            let sides = Sides::load(cfg, engine(cli.cache_dir)?, Metrics::new())?;
+            println!("{}", sides.resync(refs).await?);
             Ok(())
         }
         Command::Run {

@@ -52,6 +52,10 @@ pub struct Metrics {
     pub lag_bytes: Family<PipelineLabels, Gauge>,
     /// Seconds from the source reading the last committed batch to its commit at the target.
     pub lag_seconds: Family<PipelineLabels, Gauge<f64, AtomicU64>>,
+    /// Seconds the last source outage took, from the failure to the first batch after it.
+    pub resume_seconds: Family<PipelineLabels, Gauge<f64, AtomicU64>>,
+    /// Source reconnects after a failure.
+    pub source_reconnects: Family<PipelineLabels, Counter>,
     /// Errors that failed or retried a stage.
     pub errors: Family<StageLabels, Counter>,
     /// Counters reported by connectors.
@@ -72,6 +76,8 @@ impl Metrics {
             buffer_bytes: Family::default(),
             lag_bytes: Family::default(),
             lag_seconds: Family::default(),
+            resume_seconds: Family::default(),
+            source_reconnects: Family::default(),
             errors: Family::default(),
             connector_counters: Family::default(),
             connector_gauges: Family::default(),
@@ -97,6 +103,16 @@ impl Metrics {
             "replication_lag_seconds",
             "Seconds from the source reading the newest committed batch to the target committing it",
             m.lag_seconds.clone(),
+        );
+        registry.register(
+            "source_resume_seconds",
+            "Seconds from the last source failure until batches flowed again",
+            m.resume_seconds.clone(),
+        );
+        registry.register(
+            "source_reconnects",
+            "Times the source was reopened after a failure",
+            m.source_reconnects.clone(),
         );
         registry.register(
             "errors",

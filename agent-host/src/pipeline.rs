@@ -188,18 +188,7 @@ impl Sides {
             retryable: false,
         })?;
         let config = settings_json(&self.cfg.source);
-        let selection: Vec<String> = self
-            .cfg
-            .source
-            .settings
-            .get("tables")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let selection = self.selection();
         let reader = inst
             .call("open", |s, w| async move {
                 w.culvert_connector_source_connector()
@@ -241,6 +230,40 @@ impl Sides {
             writer,
             label,
         })
+    }
+
+    fn selection(&self) -> Vec<String> {
+        self.cfg
+            .source
+            .settings
+            .get("tables")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Ask the source to copy `tables` again (all when empty) while changes stream.
+    pub async fn resync(&self, tables: Vec<(String, String)>) -> Result<String> {
+        let label = self.cfg.source.connector.clone();
+        let mut inst = self.source_instance().await?;
+        let config = settings_json(&self.cfg.source);
+        let selection = self.selection();
+        let tables: Vec<source::culvert::connector::types::TableRef> = tables
+            .into_iter()
+            .map(|(namespace, name)| source::culvert::connector::types::TableRef { namespace, name })
+            .collect();
+        inst.call("resync", |s, w| async move {
+            w.culvert_connector_source_connector()
+                .call_resync(s, &config, &selection, &tables)
+                .await
+        })
+        .await
+        .map_err(|e| anyhow!(e))?
+        .map_err(|e| anyhow!(source_error(&label, e).message))
     }
 
     /// Run `check` on both sides and return `(side, name, ok, message)` lines.
@@ -446,6 +469,7 @@ async fn source_loop(
     let mut attempt = 0u32;
     let mut last_ack = tokio::time::Instant::now();
     let mut current = Some(source);
+    let mut failed_at: Option<tokio::time::Instant> = None;
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -492,8 +516,20 @@ async fn source_loop(
                     progress.lag_bytes.store(batch.lag_bytes, Ordering::Relaxed);
                     position = Some(batch.position);
                     attempt = 0;
+                    if let Some(at) = failed_at.take() {
+                        let took = at.elapsed().as_secs_f64();
+                        metrics.resume_seconds.get_or_create(&pipeline).set(took);
+                        tracing::info!(pipeline = %cfg.name, seconds = took, "source resumed");
+                    }
                 }
-                Ok(None) => attempt = 0,
+                Ok(None) => {
+                    attempt = 0;
+                    if let Some(at) = failed_at.take() {
+                        let took = at.elapsed().as_secs_f64();
+                        metrics.resume_seconds.get_or_create(&pipeline).set(took);
+                        tracing::info!(pipeline = %cfg.name, seconds = took, "source resumed");
+                    }
+                }
                 Err(e) => step = Err(e),
             }
         }
@@ -517,6 +553,8 @@ async fn source_loop(
             }
             tracing::warn!(pipeline = %cfg.name, error = %e.message, "source failed; reconnecting");
             current = None;
+            failed_at.get_or_insert_with(tokio::time::Instant::now);
+            metrics.source_reconnects.get_or_create(&pipeline).inc();
         }
     }
 }

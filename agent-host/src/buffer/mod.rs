@@ -282,6 +282,7 @@ mod tests {
             kind,
             position: vec![1, pos],
             lag_bytes: 0,
+            continues: false,
             tables: vec![TableRows {
                 namespace: "s".into(),
                 name: "t".into(),

@@ -250,3 +250,117 @@ pub fn select(tables: Vec<CatalogTable>, globs: &[String]) -> Vec<CatalogTable> 
         })
         .collect()
 }
+
+/// A column as the change stream reports it: name and type as they were when written.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct StreamColumn {
+    /// Column name.
+    pub name: String,
+    /// Type OID (a domain's own OID; described as its base type).
+    #[serde(rename = "type")]
+    pub type_oid: u32,
+    /// Type modifier, -1 when none.
+    pub typmod: i32,
+}
+
+const TYPES_SQL: &str = "
+SELECT pg_catalog.format_type(t.oid, CASE WHEN d.typtype = 'd' THEN d.typtypmod ELSE u.typmod END),
+       t.oid, t.typtype::text, coalesce(et.typtype::text, ''), coalesce(et.oid, 0::oid)
+  FROM unnest($1::oid[], $2::int4[]) WITH ORDINALITY AS u(typ, typmod, i)
+  JOIN pg_catalog.pg_type d ON d.oid = u.typ
+  JOIN pg_catalog.pg_type t ON t.oid = CASE WHEN d.typtype = 'd' THEN d.typbasetype ELSE d.oid END
+  LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem AND t.typelem <> 0 AND t.typlen = -1
+ ORDER BY u.i";
+
+/// Describe table `oid` with the columns the stream reports, in that order. Keys,
+/// nullability and generated columns come from the current catalog (matched by name);
+/// `None` when the table no longer exists.
+pub async fn describe_stream_table(
+    client: &Client,
+    cfg: &PgConnectConfig,
+    oid: u32,
+    columns: &[StreamColumn],
+) -> GuestResult<Option<CatalogTable>> {
+    let Some(mut current) = load_tables(client, cfg, Some(oid)).await?.into_iter().next() else {
+        return Ok(None);
+    };
+    if columns.is_empty() {
+        return Ok(Some(current));
+    }
+    client
+        .batch_execute("SET search_path = ''")
+        .await
+        .map_err(|e| pg_error(cfg, "read catalog", &e))?;
+    let oids: Vec<u32> = columns.iter().map(|c| c.type_oid).collect();
+    let mods: Vec<i32> = columns.iter().map(|c| c.typmod).collect();
+    let types = client.query(TYPES_SQL, &[&oids, &mods]).await;
+    let enums = client.query(ENUMS_SQL, &[]).await;
+    client
+        .batch_execute("RESET search_path")
+        .await
+        .map_err(|e| pg_error(cfg, "read catalog", &e))?;
+    let types = types.map_err(|e| pg_error(cfg, "read column types", &e))?;
+    let enums: HashMap<u32, EnumDef> = enums
+        .map_err(|e| pg_error(cfg, "read enum types", &e))?
+        .into_iter()
+        .map(|r| {
+            (
+                r.get::<_, u32>(0),
+                EnumDef {
+                    namespace: r.get(1),
+                    name: r.get(2),
+                    labels: r.get(3),
+                },
+            )
+        })
+        .collect();
+    if types.len() != columns.len() {
+        return Err(GuestError::new(
+            ErrorKind::State,
+            format!(
+                "table {}: a column type was dropped while its changes were streaming",
+                current.display()
+            ),
+        ));
+    }
+    let mut descs = Vec::with_capacity(columns.len());
+    let mut unsupported = Vec::with_capacity(columns.len());
+    for (c, r) in columns.iter().zip(types) {
+        let typtype: String = r.get(2);
+        let elem_typtype: String = r.get(3);
+        let (kind, enum_def, reason) =
+            classify(&typtype, r.get(1), &elem_typtype, r.get(4), &enums);
+        let now = current.desc.columns.iter().find(|d| d.name == c.name);
+        descs.push(ColumnDesc {
+            name: c.name.clone(),
+            type_name: r.get(0),
+            kind,
+            nullable: now.is_none_or(|d| d.nullable),
+            key_ordinal: now.and_then(|d| d.key_ordinal),
+            enum_def,
+        });
+        unsupported.push(reason);
+    }
+    // A key column the stream does not have yet (added later) cannot be the key now.
+    if descs.iter().filter(|c| c.key_ordinal.is_some()).count()
+        != current
+            .desc
+            .columns
+            .iter()
+            .filter(|c| c.key_ordinal.is_some())
+            .count()
+    {
+        for c in &mut descs {
+            c.key_ordinal = None;
+        }
+    }
+    let width = descs.len();
+    current
+        .desc
+        .generated
+        .iter_mut()
+        .for_each(|g| g.after = g.after.min(width));
+    current.desc.columns = descs;
+    current.unsupported = unsupported;
+    Ok(Some(current))
+}

@@ -1,20 +1,31 @@
 //! The change stream: pgoutput over logical replication, turned into change batches
-//! that end on transaction boundaries (or split very large transactions by rows).
+//! that end on transaction boundaries (or split very large transactions by rows), with
+//! schema changes, background copies (backfills), heartbeats and slot monitoring.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use culvert_pg_arrow::arrow_array::RecordBatch;
+use culvert_pg_arrow::arrow_schema::Schema;
 use culvert_pg_arrow::decode::RowsBuilder;
 use culvert_pg_arrow::ipc::to_ipc;
 use culvert_pg_arrow::pgoutput::{PgOutputMessage, Relation, TupleValue, parse_message};
-use culvert_pg_arrow::position::Position;
-use culvert_pg_arrow::types::TableDesc;
+use culvert_pg_arrow::position::{Position, Stage, TableRanges};
+use culvert_pg_arrow::types::{TableDesc, quote_ident};
 use culvert_pg_guest::{ErrorKind, GuestError, GuestResult, PgConnectConfig, PgStream, pg_error};
 use culvert_pg_replication::{ReplicationConnection, ReplicationMessage};
 use tokio_postgres::Client;
 
-use crate::catalog::{CatalogTable, load_tables};
-use crate::config::matches;
+use crate::backfill::{self, Backfill, Chunk, REQUEST_PREFIX, WATERMARK_PREFIX};
+use crate::catalog::{CatalogTable, StreamColumn, describe_stream_table};
+use crate::config::{SourceConfig, matches};
+use crate::culvert::connector::host::Level;
+use crate::ddl_capture::{self, DDL_PREFIX, DdlEvent};
+use crate::log;
+use crate::slot::{self, HEARTBEAT_PREFIX};
+
+/// Schema metadata key of a table-rows entry that carries a schema change.
+pub const DDL_METADATA: &str = "culvert.ddl";
 
 /// A finished change batch.
 pub struct ChangeBatch {
@@ -24,6 +35,8 @@ pub struct ChangeBatch {
     pub tables: Vec<(TableDesc, u32, Vec<u8>)>,
     /// Whether the batch carries no rows (position only).
     pub heartbeat: bool,
+    /// The batch ends inside a source transaction that the next batch continues.
+    pub continues: bool,
 }
 
 struct RelState {
@@ -34,84 +47,170 @@ struct RelState {
     rows: u32,
 }
 
+/// Changes to the backfill set that take effect when their transaction commits.
+enum BackfillOp {
+    Start(Backfill),
+    Done { oid: u32, pages: (u64, u64) },
+    Cancel(u32),
+}
+
 struct Txn {
     final_lsn: u64,
     seq: u64,
     skip_through: Option<u64>,
+    ops: Vec<BackfillOp>,
+}
+
+impl Txn {
+    /// Count one change; whether it was already delivered before a restart.
+    fn step(&mut self) -> bool {
+        self.seq += 1;
+        self.skip_through.is_some_and(|s| self.seq <= s)
+    }
 }
 
 /// State of the change stream.
 pub struct ChangeStream {
-    conn: ReplicationConnection<PgStream>,
+    conn: Option<ReplicationConnection<PgStream>>,
     catalog: Client,
     cfg: PgConnectConfig,
+    opts: SourceConfig,
     globs: Vec<String>,
     relations: HashMap<u32, RelState>,
     order: Vec<u32>,
     txn: Option<Txn>,
     resume: Option<(u64, u64)>,
-    last_position: Position,
+    last_position: Stage,
     last_emitted: Position,
     received: u64,
     acked: u64,
     rows_pending: u32,
     pending_complete: bool,
     flushed: Vec<(TableDesc, u32, Vec<u8>)>,
+    backfills: Vec<Backfill>,
+    chunk: Option<Chunk>,
+    nonce: u64,
+    chunks_read: u64,
+    last_activity: Instant,
+    last_slot_check: Instant,
+    warned: bool,
 }
 
 fn proto_err(e: impl std::fmt::Display) -> GuestError {
     GuestError::new(ErrorKind::Connection, format!("replication stream: {e}"))
 }
 
+fn internal(e: impl std::fmt::Display) -> GuestError {
+    GuestError::new(ErrorKind::Internal, e.to_string())
+}
+
+/// Arrow IPC of `rb`, with a schema change description attached when given.
+fn ipc_with(rb: RecordBatch, ddl: Option<&serde_json::Value>) -> GuestResult<Vec<u8>> {
+    let rb = match ddl {
+        None => rb,
+        Some(v) => {
+            let mut meta = rb.schema().metadata().clone();
+            meta.insert(DDL_METADATA.to_string(), v.to_string());
+            let schema = Schema::new_with_metadata(rb.schema().fields().clone(), meta);
+            rb.with_schema(std::sync::Arc::new(schema))
+                .map_err(internal)?
+        }
+    };
+    to_ipc(&rb).map_err(internal)
+}
+
+/// Where the stream starts.
+pub struct StreamStart {
+    /// Resume after this `(lsn, seq)`; `None` streams from the slot's position.
+    pub resume: Option<(u64, u64)>,
+    /// Tables with page ranges still to copy.
+    pub backfills: Vec<TableRanges>,
+}
+
 impl ChangeStream {
-    /// Stream from `start`, skipping what `resume` says was already delivered.
+    /// Stream from the slot, skipping what `start.resume` says was already delivered.
     pub async fn start(
         mut conn: ReplicationConnection<PgStream>,
         catalog: Client,
-        cfg: PgConnectConfig,
+        opts: SourceConfig,
         globs: Vec<String>,
-        slot: &str,
-        publication: &str,
-        resume: Option<(u64, u64)>,
+        start: StreamStart,
     ) -> GuestResult<ChangeStream> {
-        let start = resume.map(|(lsn, _)| lsn).unwrap_or(0);
+        let from = start.resume.map(|(lsn, _)| lsn).unwrap_or(0);
         conn.start_logical(
-            slot,
-            start,
+            &opts.slot,
+            from,
             &[
                 ("proto_version", "1"),
-                ("publication_names", publication),
+                ("publication_names", &opts.publication),
                 ("binary", "true"),
+                ("messages", "true"),
             ],
         )
         .await
         .map_err(|e| {
-            GuestError::new(
-                ErrorKind::State,
-                format!("start replication from slot `{slot}`: {e}"),
-            )
+            let text = e.to_string();
+            if text.contains("does not exist") {
+                slot::missing(&opts.slot)
+            } else if text.contains("invalidated") || text.contains("can no longer") {
+                slot::lost(&opts.slot)
+            } else {
+                GuestError::new(
+                    ErrorKind::State,
+                    format!("start replication from slot `{}`: {e}", opts.slot),
+                )
+            }
         })?;
-        let position = Position::Changes {
-            lsn: start,
+        let mut backfills = Vec::new();
+        for t in start.backfills {
+            let qualified = format!("{}.{}", quote_ident(&t.namespace), quote_ident(&t.name));
+            let row = catalog
+                .query_one("SELECT to_regclass($1)::oid", &[&qualified])
+                .await
+                .map_err(|e| pg_error(&opts.conn, "look up a table being copied", &e))?;
+            match row.get::<_, Option<u32>>(0) {
+                Some(oid) if !t.ranges.is_empty() => backfills.push(Backfill { oid, ranges: t }),
+                _ => {}
+            }
+        }
+        let stage = Stage::Changes {
+            lsn: from,
             seq: u64::MAX,
         };
+        let mut ranges: Vec<TableRanges> = backfills.iter().map(|b| b.ranges.clone()).collect();
+        ranges.sort();
         Ok(ChangeStream {
-            conn,
+            conn: Some(conn),
             catalog,
-            cfg,
+            cfg: opts.conn.clone(),
+            opts,
             globs,
             relations: HashMap::new(),
             order: Vec::new(),
             txn: None,
-            resume,
-            last_position: position,
-            last_emitted: position,
-            received: start,
-            acked: start,
+            resume: start.resume,
+            last_position: stage,
+            last_emitted: Position {
+                stage,
+                tables: ranges,
+            },
+            received: from,
+            acked: from,
             rows_pending: 0,
             pending_complete: false,
             flushed: Vec::new(),
+            backfills,
+            chunk: None,
+            nonce: rand_nonce(),
+            chunks_read: 0,
+            last_activity: Instant::now(),
+            last_slot_check: Instant::now() - Duration::from_secs(3600),
+            warned: false,
         })
+    }
+
+    fn conn(&mut self) -> &mut ReplicationConnection<PgStream> {
+        self.conn.as_mut().expect("replication connection open")
     }
 
     /// Lag: bytes of WAL the server has that this stream has not consumed.
@@ -122,10 +221,17 @@ impl ChangeStream {
     /// Tell the server everything through `lsn` is durable at the destination.
     pub async fn ack(&mut self, lsn: u64) -> GuestResult<()> {
         self.acked = self.acked.max(lsn);
-        self.conn
-            .send_status(self.received.max(self.acked), self.acked, self.acked, false)
+        let (received, acked) = (self.received.max(self.acked), self.acked);
+        self.conn()
+            .send_status(received, acked, acked, false)
             .await
             .map_err(proto_err)
+    }
+
+    fn position(&self, stage: Stage) -> Position {
+        let mut tables: Vec<TableRanges> = self.backfills.iter().map(|b| b.ranges.clone()).collect();
+        tables.sort();
+        Position { stage, tables }
     }
 
     /// The next batch, or `None` if nothing arrived within `wait`.
@@ -150,8 +256,11 @@ impl ChangeStream {
             if in_txn && self.rows_pending >= max_rows {
                 return self.emit(true).map(Some);
             }
+            if !in_txn {
+                self.housekeeping().await?;
+            }
             if now >= deadline && !in_txn {
-                if self.rows_pending == 0 && self.last_position > self.last_emitted {
+                if self.rows_pending == 0 && self.position(self.last_position) > self.last_emitted {
                     return self.emit(false).map(Some);
                 }
                 return Ok(None);
@@ -160,7 +269,7 @@ impl ChangeStream {
                 .saturating_duration_since(now)
                 .max(Duration::from_millis(50));
             let Some(msg) = self
-                .conn
+                .conn()
                 .recv(remaining.min(Duration::from_millis(200)))
                 .await
                 .map_err(proto_err)?
@@ -174,17 +283,12 @@ impl ChangeStream {
                 } => {
                     self.received = self.received.max(wal_end);
                     if self.txn.is_none() && self.rows_pending == 0 && !self.pending_complete {
-                        let pos = Position::Changes {
-                            lsn: wal_end,
-                            seq: u64::MAX,
-                        };
-                        if pos > self.last_position {
-                            self.last_position = pos;
-                        }
+                        self.advance(wal_end);
                     }
                     if reply_requested {
-                        self.conn
-                            .send_status(self.received, self.acked, self.acked, false)
+                        let (received, acked) = (self.received, self.acked);
+                        self.conn()
+                            .send_status(received, acked, acked, false)
                             .await
                             .map_err(proto_err)?;
                     }
@@ -201,9 +305,88 @@ impl ChangeStream {
         }
     }
 
+    fn advance(&mut self, lsn: u64) {
+        let pos = Stage::Changes {
+            lsn,
+            seq: u64::MAX,
+        };
+        if pos > self.last_position {
+            self.last_position = pos;
+        }
+    }
+
+    /// Between transactions: start the next backfill chunk, watch the slot, and write
+    /// a heartbeat when the selected tables have been quiet.
+    async fn housekeeping(&mut self) -> GuestResult<()> {
+        if self.chunk.is_none()
+            && let Some(b) = self.backfills.first().cloned()
+        {
+            let desc = match self.relations.get(&b.oid).and_then(|r| r.desc.clone()) {
+                Some(d) => Some(d),
+                None => describe_stream_table(&self.catalog, &self.cfg, b.oid, &[])
+                    .await?
+                    .map(|t| t.desc),
+            };
+            match desc {
+                None => {
+                    // Dropped while waiting: nothing left to copy.
+                    self.backfills.retain(|x| x.oid != b.oid);
+                }
+                Some(desc) => {
+                    self.chunks_read += 1;
+                    let id = format!("{}:{:x}:{}", self.opts.slot, self.nonce, self.chunks_read);
+                    let chunk = backfill::read_chunk(
+                        &self.catalog,
+                        &self.cfg,
+                        &b,
+                        &desc,
+                        id,
+                        self.opts.backfill_chunk_pages,
+                    )
+                    .await?;
+                    self.chunk = Some(chunk);
+                }
+            }
+        }
+        if self.last_slot_check.elapsed() >= Duration::from_secs(self.opts.slot_check_seconds) {
+            self.last_slot_check = Instant::now();
+            let stats = slot::stats(&self.catalog, &self.cfg, &self.opts.slot).await?;
+            slot::check_bounds(
+                &stats,
+                &self.opts.slot,
+                self.opts.retained_wal_warn_bytes,
+                &mut self.warned,
+            );
+            if let Some(limit) = self.opts.retained_wal_drop_bytes
+                && stats.retained_bytes > limit
+            {
+                // The replication connection must go first: the slot is in use by it.
+                self.conn = None;
+                slot::drop_slot(&self.catalog, &self.cfg, &self.opts.slot).await?;
+                return Err(GuestError::new(
+                    ErrorKind::State,
+                    format!(
+                        "dropped replication slot `{}` because it retained {} MiB of WAL, over retained_wal_drop_bytes ({} MiB), to protect the source's disk; run `culvert-agent resync --config FILE` to rebuild it",
+                        self.opts.slot,
+                        stats.retained_bytes >> 20,
+                        limit >> 20
+                    ),
+                ));
+            }
+        }
+        if self.opts.heartbeat_seconds > 0
+            && self.last_activity.elapsed() >= Duration::from_secs(self.opts.heartbeat_seconds)
+        {
+            self.last_activity = Instant::now();
+            slot::heartbeat(&self.catalog, &self.cfg, &self.opts.slot).await?;
+        }
+        Ok(())
+    }
+
     async fn handle(&mut self, msg: PgOutputMessage) -> GuestResult<()> {
         match msg {
             PgOutputMessage::Begin { final_lsn, .. } => {
+                self.last_activity = Instant::now();
                 let skip_through = match self.resume {
                     Some((lsn, _)) if final_lsn < lsn => Some(u64::MAX),
                     Some((lsn, seq)) if final_lsn == lsn => Some(seq),
@@ -213,11 +396,15 @@ impl ChangeStream {
                     final_lsn,
                     seq: 0,
                     skip_through,
+                    ops: Vec::new(),
                 });
             }
             PgOutputMessage::Commit { .. } => {
                 if let Some(txn) = self.txn.take() {
-                    let pos = Position::Changes {
+                    for op in txn.ops {
+                        self.apply_op(op);
+                    }
+                    let pos = Stage::Changes {
                         lsn: txn.final_lsn,
                         seq: u64::MAX,
                     };
@@ -228,7 +415,7 @@ impl ChangeStream {
                 }
             }
             PgOutputMessage::Relation(rel) => self.relation(rel).await?,
-            PgOutputMessage::Insert { relation, new } => self.row(relation, 'I', &new, None)?,
+            PgOutputMessage::Insert { relation, new } => self.row(relation, 'I', &new)?,
             PgOutputMessage::Update {
                 relation, old, new, ..
             } => {
@@ -241,22 +428,368 @@ impl ChangeStream {
                             *n = o.clone();
                         }
                     }
-                    self.row(relation, 'B', old, None)?;
+                    self.row(relation, 'B', old)?;
                 }
-                self.row(relation, 'U', &new, None)?;
+                self.row(relation, 'U', &new)?;
             }
-            PgOutputMessage::Delete { relation, old, .. } => self.row(relation, 'D', &old, None)?,
+            PgOutputMessage::Delete { relation, old, .. } => self.row(relation, 'D', &old)?,
             PgOutputMessage::Truncate { relations, .. } => {
                 for rel in relations {
                     let width = self.relations.get(&rel).map(|r| r.map.len()).unwrap_or(0);
                     let nulls = vec![TupleValue::Null; width];
-                    self.row(rel, 'T', &nulls, None)?;
+                    self.row(rel, 'T', &nulls)?;
                 }
             }
-            PgOutputMessage::Origin { .. }
-            | PgOutputMessage::Type { .. }
-            | PgOutputMessage::Message { .. } => {}
+            PgOutputMessage::Message {
+                transactional,
+                lsn,
+                prefix,
+                content,
+            } => {
+                if !transactional {
+                    if prefix == HEARTBEAT_PREFIX && self.txn.is_none() {
+                        self.advance(lsn);
+                    }
+                    return Ok(());
+                }
+                let Some(txn) = self.txn.as_mut() else {
+                    return Ok(());
+                };
+                if !prefix.starts_with("culvert.") {
+                    return Ok(());
+                }
+                // Side effects of a message already delivered before a restart still
+                // count (a backfill it started), its rows do not.
+                let skipped = txn.step();
+                match prefix.as_str() {
+                    DDL_PREFIX => {
+                        if let Some(ev) = ddl_capture::parse(&content) {
+                            self.ddl(ev, skipped).await?;
+                        }
+                    }
+                    WATERMARK_PREFIX if !skipped => self.watermark(&content)?,
+                    REQUEST_PREFIX => self.request(&content).await?,
+                    _ => {}
+                }
+            }
+            PgOutputMessage::Origin { .. } | PgOutputMessage::Type { .. } => {}
         }
+        Ok(())
+    }
+
+    fn apply_op(&mut self, op: BackfillOp) {
+        match op {
+            BackfillOp::Start(b) => {
+                log(
+                    Level::Info,
+                    &format!(
+                        "copying {}.{} in the background while changes stream",
+                        b.ranges.namespace, b.ranges.name
+                    ),
+                );
+                self.backfills.retain(|x| x.oid != b.oid);
+                if self.chunk.as_ref().is_some_and(|c| c.oid == b.oid) {
+                    self.chunk = None;
+                }
+                self.backfills.push(b);
+            }
+            BackfillOp::Cancel(oid) => {
+                self.backfills.retain(|x| x.oid != oid);
+                if self.chunk.as_ref().is_some_and(|c| c.oid == oid) {
+                    self.chunk = None;
+                }
+            }
+            BackfillOp::Done { oid, pages } => {
+                if let Some(i) = self.backfills.iter().position(|b| b.oid == oid) {
+                    let b = &mut self.backfills[i];
+                    let mut left = TableRanges {
+                        namespace: b.ranges.namespace.clone(),
+                        name: b.ranges.name.clone(),
+                        ranges: Vec::new(),
+                    };
+                    for &(s, e) in &b.ranges.ranges {
+                        if s < pages.0 {
+                            left.ranges.push((s, e.min(pages.0)));
+                        }
+                        if e > pages.1 {
+                            left.ranges.push((s.max(pages.1), e));
+                        }
+                    }
+                    b.ranges = left;
+                    if b.ranges.ranges.is_empty() {
+                        let done = self.backfills.remove(i);
+                        log(
+                            Level::Info,
+                            &format!(
+                                "background copy of {}.{} done",
+                                done.ranges.namespace, done.ranges.name
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The rows of a chunk whose watermark the stream just reached.
+    fn watermark(&mut self, content: &[u8]) -> GuestResult<()> {
+        let ours = self
+            .chunk
+            .as_ref()
+            .is_some_and(|c| c.id.as_bytes() == content);
+        if !ours {
+            return Ok(());
+        }
+        let chunk = self.chunk.take().expect("checked above");
+        let txn = self.txn.as_mut().expect("watermark inside a transaction");
+        let (mut builder, seq) = backfill::chunk_rows(&chunk, txn.final_lsn, txn.seq)?;
+        txn.seq = seq;
+        txn.ops.push(BackfillOp::Done {
+            oid: chunk.oid,
+            pages: chunk.pages,
+        });
+        self.flush_relation(chunk.oid)?;
+        let rows = builder.rows() as u32;
+        if rows > 0 {
+            let ipc = ipc_with(builder.finish().map_err(internal)?, None)?;
+            self.flushed.push((chunk.desc, rows, ipc));
+            self.rows_pending += rows;
+        }
+        Ok(())
+    }
+
+    /// A backfill request written by `resync`.
+    async fn request(&mut self, content: &[u8]) -> GuestResult<()> {
+        let Ok(req) = serde_json::from_slice::<backfill::Request>(content) else {
+            return Ok(());
+        };
+        if req.slot != self.opts.slot {
+            return Ok(());
+        }
+        for (namespace, name) in req.tables {
+            let qualified = format!("{}.{}", quote_ident(&namespace), quote_ident(&name));
+            let oid: Option<u32> = self
+                .catalog
+                .query_one("SELECT to_regclass($1)::oid", &[&qualified])
+                .await
+                .map_err(|e| pg_error(&self.cfg, "look up a table to copy", &e))?
+                .get(0);
+            if let Some(oid) = oid {
+                self.start_backfill(oid, &namespace, &name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replace what the destination holds of table `oid` by a background copy.
+    async fn start_backfill(&mut self, oid: u32, namespace: &str, name: &str) -> GuestResult<()> {
+        if !self.relations.get(&oid).is_some_and(|r| r.desc.is_some()) {
+            let Some(table) = describe_stream_table(&self.catalog, &self.cfg, oid, &[]).await?
+            else {
+                return Ok(());
+            };
+            table.ensure_replicable()?;
+            self.relations.insert(
+                oid,
+                RelState {
+                    desc: Some(table.desc),
+                    map: Vec::new(),
+                    builder: None,
+                    rows: 0,
+                },
+            );
+        }
+        let keyless = self
+            .relations
+            .get(&oid)
+            .and_then(|r| r.desc.as_ref())
+            .is_some_and(|d| d.key_columns().is_empty());
+        if !keyless {
+            // Keyed rows are upserted, so the copy starts from an empty table; a keyless
+            // table's single chunk carries its own truncate.
+            self.truncate_row(oid)?;
+        }
+        let txn = self.txn.as_mut().expect("backfills start inside a transaction");
+        txn.ops.push(BackfillOp::Start(Backfill {
+            oid,
+            ranges: TableRanges {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                ranges: vec![(0, u64::MAX)],
+            },
+        }));
+        Ok(())
+    }
+
+    fn truncate_row(&mut self, oid: u32) -> GuestResult<()> {
+        let txn = self.txn.as_mut().expect("inside a transaction");
+        if txn.step() {
+            return Ok(());
+        }
+        let (lsn, seq) = (txn.final_lsn, txn.seq);
+        let state = self.relations.get_mut(&oid).expect("described above");
+        let Some(desc) = &state.desc else {
+            return Ok(());
+        };
+        let builder = state
+            .builder
+            .get_or_insert_with(|| RowsBuilder::changes(desc));
+        builder.begin_change('T', lsn, seq, None);
+        for col in 0..desc.columns.len() {
+            builder.append(col, None).map_err(internal)?;
+        }
+        builder.end_row();
+        state.rows += 1;
+        self.rows_pending += 1;
+        if !self.order.contains(&oid) {
+            self.order.push(oid);
+        }
+        Ok(())
+    }
+
+    fn selected(&self, namespace: &str, name: &str) -> bool {
+        self.globs.iter().any(|g| matches(g, namespace, name))
+    }
+
+    async fn in_publication(&self, oid: u32) -> GuestResult<bool> {
+        let row = self
+            .catalog
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication p
+                                  LEFT JOIN pg_catalog.pg_publication_rel r ON r.prpubid = p.oid AND r.prrelid = $2
+                                 WHERE p.pubname = $1 AND (p.puballtables OR r.prrelid IS NOT NULL))",
+                &[&self.opts.publication, &oid],
+            )
+            .await
+            .map_err(|e| pg_error(&self.cfg, "read the publication", &e))?;
+        Ok(row.get(0))
+    }
+
+    /// A schema change captured by the event triggers, in stream order.
+    async fn ddl(&mut self, ev: DdlEvent, skipped: bool) -> GuestResult<()> {
+        let tracked = self.relations.get(&ev.relid).is_some_and(|r| r.desc.is_some());
+        if ev.dropped {
+            if (tracked || self.selected(&ev.namespace, &ev.name)) && !skipped {
+                self.flush_relation(ev.relid)?;
+                self.relations.remove(&ev.relid);
+                self.order.retain(|o| *o != ev.relid);
+                let desc = TableDesc {
+                    namespace: ev.namespace.clone(),
+                    name: ev.name.clone(),
+                    columns: Vec::new(),
+                    generated: Vec::new(),
+                };
+                let rb = RowsBuilder::changes(&desc).finish().map_err(internal)?;
+                let ipc = ipc_with(rb, Some(&serde_json::json!({"drop": true})))?;
+                self.flushed.push((desc, 0, ipc));
+                if let Some(txn) = self.txn.as_mut() {
+                    txn.ops.push(BackfillOp::Cancel(ev.relid));
+                }
+                log(
+                    Level::Info,
+                    &format!("table {}.{} was dropped at the source", ev.namespace, ev.name),
+                );
+            }
+            return Ok(());
+        }
+        if !self.selected(&ev.namespace, &ev.name) {
+            return Ok(());
+        }
+        if !self.in_publication(ev.relid).await? {
+            // A new table: publish it, then copy what it already holds.
+            if describe_stream_table(&self.catalog, &self.cfg, ev.relid, &[])
+                .await?
+                .is_none()
+            {
+                return Ok(());
+            }
+            let sql = format!(
+                "ALTER PUBLICATION {} ADD TABLE {}.{}",
+                quote_ident(&self.opts.publication),
+                quote_ident(&ev.namespace),
+                quote_ident(&ev.name)
+            );
+            self.catalog
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| pg_error(&self.cfg, "add a new table to the publication", &e))?;
+            log(
+                Level::Info,
+                &format!("new table {}.{} matches the selection", ev.namespace, ev.name),
+            );
+            return self.start_backfill(ev.relid, &ev.namespace, &ev.name).await;
+        }
+        let Some(table) =
+            describe_stream_table(&self.catalog, &self.cfg, ev.relid, &ev.columns).await?
+        else {
+            return Ok(());
+        };
+        if !skipped {
+            let meta = serde_json::json!({
+                "renames": ev.renames,
+                "defaults": ev.defaults,
+            });
+            self.set_shape(ev.relid, table, Some(meta))?;
+        }
+        if ev.rewrite {
+            log(
+                Level::Info,
+                &format!(
+                    "{}.{} was rewritten with values the change stream does not carry; copying it again",
+                    ev.namespace, ev.name
+                ),
+            );
+            self.start_backfill(ev.relid, &ev.namespace, &ev.name).await?;
+        }
+        Ok(())
+    }
+
+    /// Move rows buffered for `oid` into their own Arrow batch (they keep their shape).
+    fn flush_relation(&mut self, oid: u32) -> GuestResult<()> {
+        if let Some(state) = self.relations.get_mut(&oid)
+            && let (Some(desc), Some(builder)) = (&state.desc, state.builder.as_mut())
+            && state.rows > 0
+        {
+            let ipc = ipc_with(builder.finish().map_err(internal)?, None)?;
+            self.flushed.push((desc.clone(), state.rows, ipc));
+            state.rows = 0;
+        }
+        Ok(())
+    }
+
+    /// The table now has this shape: rows before stay in the old one, and the
+    /// destination learns the change even if no row follows.
+    fn set_shape(
+        &mut self,
+        oid: u32,
+        table: CatalogTable,
+        ddl: Option<serde_json::Value>,
+    ) -> GuestResult<()> {
+        let prev = self.relations.get(&oid).and_then(|r| r.desc.as_ref());
+        let known = prev.is_some();
+        if prev.is_some_and(|d| *d == table.desc) && ddl.is_none() {
+            return Ok(());
+        }
+        table.ensure_replicable()?;
+        self.flush_relation(oid)?;
+        if known || ddl.is_some() {
+            let marker = RowsBuilder::changes(&table.desc).finish().map_err(internal)?;
+            let ipc = ipc_with(marker, ddl.as_ref())?;
+            self.flushed.push((table.desc.clone(), 0, ipc));
+        }
+        if !self.order.contains(&oid) {
+            self.order.push(oid);
+        }
+        let map = self.relations.remove(&oid).map(|r| r.map).unwrap_or_default();
+        self.relations.insert(
+            oid,
+            RelState {
+                desc: Some(table.desc),
+                map,
+                builder: None,
+                rows: 0,
+            },
+        );
         Ok(())
     }
 
@@ -272,20 +805,22 @@ impl ChangeStream {
             .await
             .map_err(|e| pg_error(&self.cfg, "look up the partition root", &e))?
             .get(0);
-        let tables: Vec<CatalogTable> = load_tables(&self.catalog, &self.cfg, Some(root)).await?;
-        let table = tables.into_iter().next();
-        let selected = table.as_ref().is_some_and(|t| {
-            self.globs
-                .iter()
-                .any(|g| matches(g, &t.desc.namespace, &t.desc.name))
-        });
+        let columns: Vec<StreamColumn> = rel
+            .columns
+            .iter()
+            .map(|c| StreamColumn {
+                name: c.name.clone(),
+                type_oid: c.type_oid,
+                typmod: c.type_modifier,
+            })
+            .collect();
+        let cols = if root == rel.oid { &columns[..] } else { &[] };
+        let table = describe_stream_table(&self.catalog, &self.cfg, root, cols).await?;
+        let selected = table
+            .as_ref()
+            .is_some_and(|t| self.selected(&t.desc.namespace, &t.desc.name));
         let Some(table) = table.filter(|_| selected) else {
-            if root == rel.oid
-                && self
-                    .globs
-                    .iter()
-                    .any(|g| matches(g, &rel.namespace, &rel.name))
-            {
+            if root == rel.oid && self.selected(&rel.namespace, &rel.name) {
                 return Err(GuestError::new(
                     ErrorKind::State,
                     format!(
@@ -303,55 +838,29 @@ impl ChangeStream {
             self.relations.insert(rel.oid, ignored);
             return Ok(());
         };
-        table.ensure_replicable()?;
         let map: Vec<Option<usize>> = rel
             .columns
             .iter()
             .map(|c| table.desc.columns.iter().position(|d| d.name == c.name))
             .collect();
-        // Rows already buffered for the old shape stay in their own Arrow batch.
-        let old = self.relations.remove(&rel.oid);
-        if let Some(mut old) = old
-            && let (Some(desc), Some(builder)) = (old.desc.take(), old.builder.as_mut())
-            && old.rows > 0
-        {
-            let ipc = to_ipc(&builder.finish().map_err(internal)?).map_err(internal)?;
-            self.flushed.push((desc, old.rows, ipc));
+        self.set_shape(rel.oid, table, None)?;
+        if let Some(state) = self.relations.get_mut(&rel.oid) {
+            state.map = map;
         }
-        if !self.order.contains(&rel.oid) {
-            self.order.push(rel.oid);
-        }
-        self.relations.insert(
-            rel.oid,
-            RelState {
-                desc: Some(table.desc),
-                map,
-                builder: None,
-                rows: 0,
-            },
-        );
         Ok(())
     }
 
-    fn row(
-        &mut self,
-        relation: u32,
-        op: char,
-        values: &[TupleValue],
-        _unused: Option<()>,
-    ) -> GuestResult<()> {
+    fn row(&mut self, relation: u32, op: char, values: &[TupleValue]) -> GuestResult<()> {
         let Some(txn) = self.txn.as_mut() else {
             return Err(GuestError::new(
                 ErrorKind::Internal,
                 "change outside a transaction",
             ));
         };
-        txn.seq += 1;
-        let seq = txn.seq;
-        let final_lsn = txn.final_lsn;
-        if txn.skip_through.is_some_and(|s| seq <= s) {
+        if txn.step() {
             return Ok(());
         }
+        let (seq, final_lsn) = (txn.seq, txn.final_lsn);
         let Some(state) = self.relations.get_mut(&relation) else {
             return Err(GuestError::new(
                 ErrorKind::Internal,
@@ -404,12 +913,13 @@ impl ChangeStream {
         builder.end_row();
         state.rows += 1;
         self.rows_pending += 1;
-        if let Some(t) = self.txn.as_ref() {
-            self.last_position = self.last_position.max(Position::Changes {
-                lsn: t.final_lsn,
-                seq,
-            });
+        if !self.order.contains(&relation) {
+            self.order.push(relation);
         }
+        self.last_position = self.last_position.max(Stage::Changes {
+            lsn: final_lsn,
+            seq,
+        });
         Ok(())
     }
 
@@ -426,31 +936,37 @@ impl ChangeStream {
                 continue;
             };
             let batch = builder.finish().map_err(internal)?;
-            tables.push((desc.clone(), state.rows, to_ipc(&batch).map_err(internal)?));
+            tables.push((desc.clone(), state.rows, ipc_with(batch, None)?));
             state.rows = 0;
         }
-        let position = if split {
+        let stage = if split {
             let txn = self.txn.as_ref().expect("split inside a transaction");
-            Position::Changes {
+            Stage::Changes {
                 lsn: txn.final_lsn,
                 seq: txn.seq,
             }
         } else {
             self.last_position
         };
+        let position = self.position(stage);
         self.rows_pending = 0;
         self.pending_complete = false;
-        self.last_emitted = position;
-        self.last_position = self.last_position.max(position);
+        self.last_emitted = position.clone();
+        self.last_position = self.last_position.max(stage);
         let heartbeat = tables.is_empty();
         Ok(ChangeBatch {
             position,
             tables,
             heartbeat,
+            continues: split,
         })
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> GuestError {
-    GuestError::new(ErrorKind::Internal, e.to_string())
+/// Distinguishes this stream's watermarks from those of an earlier run.
+fn rand_nonce() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }

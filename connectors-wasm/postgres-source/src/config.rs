@@ -27,6 +27,36 @@ pub struct SourceConfig {
     /// Approximate bytes per snapshot batch.
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: usize,
+    /// Heap pages per chunk of a background copy (added tables, resyncs).
+    #[serde(default = "default_chunk_pages")]
+    pub backfill_chunk_pages: u64,
+    /// Seconds between checks of the slot's retained WAL.
+    #[serde(default = "default_slot_check")]
+    pub slot_check_seconds: u64,
+    /// Seconds without changes after which a heartbeat is written so the slot advances (0: never).
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_seconds: u64,
+    /// Warn when the slot retains more WAL than this.
+    #[serde(default)]
+    pub retained_wal_warn_bytes: Option<u64>,
+    /// Drop the slot (the pipeline then needs a resync) when it retains more WAL than this.
+    #[serde(default)]
+    pub retained_wal_drop_bytes: Option<u64>,
+    /// Rebuild a missing or invalidated slot and copy the tables again without asking.
+    #[serde(default)]
+    pub resync_on_slot_loss: bool,
+}
+
+fn default_chunk_pages() -> u64 {
+    1024
+}
+
+fn default_slot_check() -> u64 {
+    10
+}
+
+fn default_heartbeat() -> u64 {
+    30
 }
 
 fn default_name() -> String {
@@ -64,7 +94,13 @@ pub const SPEC: &str = r#"{
     "publication": {"type": "string", "description": "Publication name (default: the pipeline name)"},
     "snapshot_workers": {"type": "integer", "minimum": 1, "maximum": 16, "default": 2},
     "batch_rows": {"type": "integer", "minimum": 1, "default": 50000},
-    "batch_bytes": {"type": "integer", "minimum": 65536, "default": 8388608}
+    "batch_bytes": {"type": "integer", "minimum": 65536, "default": 8388608},
+    "backfill_chunk_pages": {"type": "integer", "minimum": 1, "default": 1024, "description": "Heap pages per chunk when a table is copied while changes stream"},
+    "slot_check_seconds": {"type": "integer", "minimum": 1, "default": 10},
+    "heartbeat_seconds": {"type": "integer", "minimum": 0, "default": 30, "description": "Write a heartbeat after this many quiet seconds so the slot keeps advancing (0: never)"},
+    "retained_wal_warn_bytes": {"type": "integer", "minimum": 0, "description": "Warn when the slot retains more WAL than this"},
+    "retained_wal_drop_bytes": {"type": "integer", "minimum": 0, "description": "Drop the slot rather than let it retain more WAL than this (off by default; a resync follows)"},
+    "resync_on_slot_loss": {"type": "boolean", "default": false, "description": "Rebuild a missing or invalidated slot and copy the tables again automatically"}
   },
   "additionalProperties": true
 }"#;

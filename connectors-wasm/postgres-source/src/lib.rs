@@ -1,13 +1,17 @@
 //! `postgres-source`: a Culvert source connector for PostgreSQL.
 //!
 //! Creates (or reuses) a publication and a logical replication slot, copies the selected
-//! tables under the slot's exported snapshot, then streams changes with pgoutput.
+//! tables under the slot's exported snapshot, then streams changes with pgoutput,
+//! following schema changes and copying added or resynced tables in the background.
 
+mod backfill;
 mod catalog;
 mod changes;
 mod check;
 mod config;
+mod ddl_capture;
 mod reader;
+mod slot;
 mod snapshot;
 
 use std::sync::Arc;
@@ -20,6 +24,7 @@ wit_bindgen::generate!({
 
 use culvert::connector::types as wit;
 use exports::culvert::connector::source_connector::{self as api, Guest};
+use wit::TableRef;
 
 /// Resolves a configured host name through the agent.
 pub type Resolver = Arc<dyn Fn(&str) -> Result<Vec<String>, String> + Send + Sync>;
@@ -52,6 +57,17 @@ impl Guest for Component {
     fn discover(config: String) -> Result<Vec<wit::TableInfo>, wit::ConnectorError> {
         runtime()
             .block_on(check::discover(&config, resolver()))
+            .map_err(to_wit)
+    }
+
+    fn resync(
+        config: String,
+        selection: Vec<String>,
+        tables: Vec<TableRef>,
+    ) -> Result<String, wit::ConnectorError> {
+        let tables = tables.into_iter().map(|t| (t.namespace, t.name)).collect();
+        runtime()
+            .block_on(reader::resync(&config, selection, tables, resolver()))
             .map_err(to_wit)
     }
 }

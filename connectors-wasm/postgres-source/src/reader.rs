@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use culvert_pg_arrow::position::Position;
+use culvert_pg_arrow::position::{Position, Stage, TableRanges};
 use culvert_pg_arrow::types::{TableDesc, quote_ident};
 use culvert_pg_guest::{
     ErrorKind, GuestError, GuestResult, PgConnectConfig, PgStream, connect, connect_stream,
@@ -13,8 +13,9 @@ use culvert_pg_replication::{ConnectParams, ReplicationConnection};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
+use crate::backfill::{self, Request};
 use crate::catalog::{CatalogTable, load_tables, select};
-use crate::changes::ChangeStream;
+use crate::changes::{ChangeStream, StreamStart};
 use crate::config::SourceConfig;
 use crate::culvert::connector::host::Level;
 use crate::exports::culvert::connector::source_connector::GuestReader;
@@ -28,6 +29,7 @@ enum Phase {
         tables: Vec<TableDesc>,
         generation: u64,
         counter: u64,
+        finished: Vec<TableRanges>,
     },
     Streaming(Box<ChangeStream>),
     Failed,
@@ -72,9 +74,7 @@ impl GuestReader for Reader {
         let mut state = self.state.borrow_mut();
         let position = Position::decode(&position)
             .map_err(|e| to_wit(GuestError::new(ErrorKind::Internal, e.to_string())))?;
-        if let (Phase::Streaming(stream), Position::Changes { lsn, .. }) =
-            (&mut state.phase, position)
-        {
+        if let (Phase::Streaming(stream), Some(lsn)) = (&mut state.phase, position.lsn()) {
             self.rt.block_on(stream.ack(lsn)).map_err(to_wit)?;
         }
         Ok(())
@@ -118,6 +118,54 @@ async fn open(
     resume: Option<Vec<u8>>,
     resolve: Resolver,
 ) -> GuestResult<State> {
+    let (cfg, globs, client, tables) = prepare(config, selection, &resolve).await?;
+    let added = ensure_publication(&client, &cfg, &tables).await?;
+    let resume = resume
+        .map(|r| Position::decode(&r))
+        .transpose()
+        .map_err(|e| GuestError::new(ErrorKind::State, e.to_string()))?;
+    let phase = match resume {
+        Some(Position {
+            stage: Stage::Changes { lsn, seq },
+            tables: backfills,
+        }) => {
+            slot_ready(&client, &cfg, &tables).await?;
+            if !added.is_empty() {
+                // Tables newly selected: copied in the background while changes stream.
+                backfill::request(
+                    &client,
+                    &cfg.conn,
+                    &Request {
+                        slot: cfg.slot.clone(),
+                        tables: added,
+                    },
+                )
+                .await?;
+            }
+            let start = StreamStart {
+                resume: Some((lsn, seq)),
+                backfills,
+            };
+            stream(&cfg, &globs, start, &resolve).await?
+        }
+        Some(Position {
+            stage: Stage::Snapshot { generation, .. },
+            tables: finished,
+        }) if !finished.is_empty() && slot_usable(&client, &cfg).await? => {
+            resume_snapshot(&client, &cfg, &globs, &tables, generation, finished, &resolve).await?
+        }
+        _ => start_snapshot(&client, &cfg, tables, &resolve).await?,
+    };
+    drop(client);
+    Ok(State { cfg, globs, phase })
+}
+
+/// Configuration, selection, a catalog connection and the selected tables.
+async fn prepare(
+    config: &str,
+    selection: Vec<String>,
+    resolve: &Resolver,
+) -> GuestResult<(SourceConfig, Vec<String>, Client, Vec<CatalogTable>)> {
     let cfg: SourceConfig = parse_config(config)?;
     let globs = if selection.is_empty() {
         cfg.tables.clone()
@@ -130,7 +178,8 @@ async fn open(
             "no tables selected: set `tables`, for example [\"public.*\"]",
         ));
     }
-    let client = connect(&cfg.conn, "culvert catalog", &*resolve).await?;
+    let client = connect(&cfg.conn, "culvert catalog", &**resolve).await?;
+    crate::ddl_capture::install(&client, &cfg.conn).await?;
     let tables = select(load_tables(&client, &cfg.conn, None).await?, &globs);
     if tables.is_empty() {
         return Err(GuestError::new(
@@ -144,38 +193,80 @@ async fn open(
     for t in &tables {
         t.ensure_replicable()?;
     }
-    ensure_publication(&client, &cfg, &tables).await?;
-    let resume = resume
-        .map(|r| Position::decode(&r))
-        .transpose()
-        .map_err(|e| GuestError::new(ErrorKind::State, e.to_string()))?;
-    let phase = match resume {
-        Some(Position::Changes { lsn, seq }) => {
-            ensure_slot_usable(&client, &cfg).await?;
-            let conn = replication_connection(&cfg.conn, &resolve).await?;
-            let stream = ChangeStream::start(
-                conn,
-                connect(&cfg.conn, "culvert catalog", &*resolve).await?,
-                cfg.conn.clone(),
-                globs.clone(),
-                &cfg.slot,
-                &cfg.publication,
-                Some((lsn, seq)),
-            )
-            .await?;
-            Phase::Streaming(Box::new(stream))
+    Ok((cfg, globs, client, tables))
+}
+
+async fn stream(
+    cfg: &SourceConfig,
+    globs: &[String],
+    start: StreamStart,
+    resolve: &Resolver,
+) -> GuestResult<Phase> {
+    let conn = replication_connection(&cfg.conn, resolve).await?;
+    let catalog = connect(&cfg.conn, "culvert catalog", &**resolve).await?;
+    let stream = ChangeStream::start(conn, catalog, cfg.clone(), globs.to_vec(), start).await?;
+    Ok(Phase::Streaming(Box::new(stream)))
+}
+
+/// Finish an interrupted snapshot: the copied ranges stay, the rest is copied in the
+/// background while the stream replays from the snapshot's point.
+async fn resume_snapshot(
+    client: &Client,
+    cfg: &SourceConfig,
+    globs: &[String],
+    tables: &[CatalogTable],
+    generation: u64,
+    finished: Vec<TableRanges>,
+    resolve: &Resolver,
+) -> GuestResult<Phase> {
+    let mut backfills = Vec::new();
+    let mut fresh = Vec::new();
+    let mut copied = 0u64;
+    for t in tables {
+        let done = finished
+            .iter()
+            .find(|f| f.namespace == t.desc.namespace && f.name == t.desc.name);
+        match done {
+            Some(f) if f.complete() => copied += 1,
+            Some(f) => backfills.push(TableRanges {
+                namespace: f.namespace.clone(),
+                name: f.name.clone(),
+                ranges: f.complement(),
+            }),
+            None => fresh.push((t.desc.namespace.clone(), t.desc.name.clone())),
         }
-        _ => start_snapshot(&client, &cfg, tables, &resolve).await?,
+    }
+    log(
+        Level::Info,
+        &format!(
+            "resuming an interrupted snapshot: {copied} tables copied, {} partly, {} not started; copying the rest while changes stream",
+            backfills.len(),
+            fresh.len()
+        ),
+    );
+    if !fresh.is_empty() {
+        backfill::request(
+            client,
+            &cfg.conn,
+            &Request {
+                slot: cfg.slot.clone(),
+                tables: fresh,
+            },
+        )
+        .await?;
+    }
+    let start = StreamStart {
+        resume: Some((generation, u64::MAX)),
+        backfills,
     };
-    drop(client);
-    Ok(State { cfg, globs, phase })
+    stream(cfg, globs, start, resolve).await
 }
 
 async fn ensure_publication(
     client: &Client,
     cfg: &SourceConfig,
     tables: &[CatalogTable],
-) -> GuestResult<()> {
+) -> GuestResult<Vec<(String, String)>> {
     let conn = &cfg.conn;
     let existing = client
         .query(
@@ -246,15 +337,15 @@ async fn ensure_publication(
                 .into_iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
-            let missing: Vec<String> = tables
+            let missing_tables: Vec<&CatalogTable> = tables
                 .iter()
                 .filter(|t| {
                     !published
                         .iter()
                         .any(|(s, n)| *s == t.desc.namespace && *n == t.desc.name)
                 })
-                .map(|t| t.desc.qualified())
                 .collect();
+            let missing: Vec<String> = missing_tables.iter().map(|t| t.desc.qualified()).collect();
             if !missing.is_empty() {
                 let sql = format!(
                     "ALTER PUBLICATION {} ADD TABLE {}",
@@ -274,12 +365,17 @@ async fn ensure_publication(
                     ),
                 );
             }
+            return Ok(missing_tables
+                .iter()
+                .map(|t| (t.desc.namespace.clone(), t.desc.name.clone()))
+                .collect());
         }
     }
-    Ok(())
+    Ok(Vec::new())
 }
 
-async fn ensure_slot_usable(client: &Client, cfg: &SourceConfig) -> GuestResult<()> {
+/// `None` when the slot is missing, else its `wal_status`.
+async fn slot_status(client: &Client, cfg: &SourceConfig) -> GuestResult<Option<String>> {
     let rows = client
         .query(
             "SELECT coalesce(wal_status, '') FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
@@ -287,23 +383,104 @@ async fn ensure_slot_usable(client: &Client, cfg: &SourceConfig) -> GuestResult<
         )
         .await
         .map_err(|e| pg_error(&cfg.conn, "read replication slots", &e))?;
-    match rows.first().map(|r| r.get::<_, String>(0)) {
-        None => Err(GuestError::new(
-            ErrorKind::State,
-            format!(
-                "replication slot `{}` is missing, so changes since the last committed position are gone; resync the pipeline to rebuild the replica",
-                cfg.slot
-            ),
-        )),
-        Some(status) if status == "lost" => Err(GuestError::new(
-            ErrorKind::State,
-            format!(
-                "replication slot `{}` was invalidated (WAL removed, see max_slot_wal_keep_size); resync the pipeline to rebuild the replica",
-                cfg.slot
-            ),
-        )),
-        Some(_) => Ok(()),
+    Ok(rows.first().map(|r| r.get::<_, String>(0)))
+}
+
+async fn slot_usable(client: &Client, cfg: &SourceConfig) -> GuestResult<bool> {
+    Ok(slot_status(client, cfg)
+        .await?
+        .is_some_and(|s| s != "lost"))
+}
+
+/// Error on a missing or invalidated slot, or rebuild it when configured to.
+async fn slot_ready(client: &Client, cfg: &SourceConfig, tables: &[CatalogTable]) -> GuestResult<()> {
+    let err = match slot_status(client, cfg).await? {
+        None => crate::slot::missing(&cfg.slot),
+        Some(s) if s == "lost" => crate::slot::lost(&cfg.slot),
+        Some(_) => return Ok(()),
+    };
+    if !cfg.resync_on_slot_loss {
+        return Err(err);
     }
+    log(Level::Warn, &format!("{}; resyncing as configured", err.message));
+    rebuild(client, cfg, tables).await?;
+    Ok(())
+}
+
+/// Replace a missing or invalidated slot and copy every selected table again.
+async fn rebuild(client: &Client, cfg: &SourceConfig, tables: &[CatalogTable]) -> GuestResult<String> {
+    if slot_status(client, cfg).await?.is_some() {
+        crate::slot::drop_slot(client, &cfg.conn, &cfg.slot).await?;
+    }
+    let row = client
+        .query_one(
+            "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&cfg.slot],
+        )
+        .await
+        .map_err(|e| pg_error(&cfg.conn, &format!("create replication slot `{}`", cfg.slot), &e))?;
+    let created: String = row.get(0);
+    backfill::request(
+        client,
+        &cfg.conn,
+        &Request {
+            slot: cfg.slot.clone(),
+            tables: tables
+                .iter()
+                .map(|t| (t.desc.namespace.clone(), t.desc.name.clone()))
+                .collect(),
+        },
+    )
+    .await?;
+    Ok(format!(
+        "rebuilt replication slot `{}` at {created}; {} tables will be copied again while changes stream",
+        cfg.slot,
+        tables.len()
+    ))
+}
+
+/// Copy `tables` again (all selected ones when empty), rebuilding the slot if it is gone.
+pub async fn resync(
+    config: &str,
+    selection: Vec<String>,
+    only: Vec<(String, String)>,
+    resolve: Resolver,
+) -> GuestResult<String> {
+    let (cfg, _globs, client, tables) = prepare(config, selection, &resolve).await?;
+    ensure_publication(&client, &cfg, &tables).await?;
+    if !slot_usable(&client, &cfg).await? {
+        return rebuild(&client, &cfg, &tables).await;
+    }
+    let mut chosen = Vec::new();
+    for (ns, name) in &only {
+        if !tables.iter().any(|t| t.desc.namespace == *ns && t.desc.name == *name) {
+            return Err(GuestError::new(
+                ErrorKind::Config,
+                format!("table {ns}.{name} is not in this pipeline's selection (or does not exist); check `tables`"),
+            ));
+        }
+        chosen.push((ns.clone(), name.clone()));
+    }
+    if chosen.is_empty() {
+        chosen = tables
+            .iter()
+            .map(|t| (t.desc.namespace.clone(), t.desc.name.clone()))
+            .collect();
+    }
+    let n = chosen.len();
+    let at = backfill::request(
+        &client,
+        &cfg.conn,
+        &Request {
+            slot: cfg.slot.clone(),
+            tables: chosen,
+        },
+    )
+    .await?;
+    Ok(format!(
+        "{n} tables will be copied again while changes stream (requested at {})",
+        culvert_pg_replication::format_lsn(at)
+    ))
 }
 
 async fn start_snapshot(
@@ -385,7 +562,15 @@ async fn start_snapshot(
         tables: descs,
         generation: created.consistent_lsn,
         counter: 0,
+        finished: Vec::new(),
     })
+}
+
+fn table_ref(desc: &TableDesc) -> wit::TableRef {
+    wit::TableRef {
+        namespace: desc.namespace.clone(),
+        name: desc.name.clone(),
+    }
 }
 
 async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<wit::Batch>> {
@@ -397,27 +582,47 @@ async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<wit::Batch
             tables,
             generation,
             counter,
+            mut finished,
         } => match chunks.recv().await {
             Some(Ok(chunk)) => {
                 let table = &tables[chunk.table];
+                if let Some((start, end)) = chunk.done {
+                    match finished
+                        .iter_mut()
+                        .find(|f| f.namespace == table.namespace && f.name == table.name)
+                    {
+                        Some(f) => f.add(start, end),
+                        None => {
+                            let mut f = TableRanges {
+                                namespace: table.namespace.clone(),
+                                name: table.name.clone(),
+                                ranges: Vec::new(),
+                            };
+                            f.add(start, end);
+                            finished.push(f);
+                            finished.sort();
+                        }
+                    }
+                }
                 let batch = wit::Batch {
                     kind: wit::BatchKind::Snapshot,
-                    position: Position::Snapshot {
-                        generation,
-                        table: 0,
-                        chunk: counter,
+                    position: Position {
+                        stage: Stage::Snapshot {
+                            generation,
+                            table: 0,
+                            chunk: counter,
+                        },
+                        tables: finished.clone(),
                     }
                     .encode(),
                     tables: vec![wit::TableRows {
-                        table: wit::TableRef {
-                            namespace: table.namespace.clone(),
-                            name: table.name.clone(),
-                        },
+                        table: table_ref(table),
                         first_of_table: chunk.first,
                         row_count: chunk.rows,
                         ipc: chunk.ipc,
                     }],
                     lag_bytes: 0,
+                    continues: false,
                 };
                 (
                     Phase::Snapshot {
@@ -426,6 +631,7 @@ async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<wit::Batch
                         tables,
                         generation,
                         counter: counter + 1,
+                        finished,
                     },
                     Ok(Some(batch)),
                 )
@@ -437,11 +643,12 @@ async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<wit::Batch
                 let stream = ChangeStream::start(
                     conn,
                     catalog,
-                    state.cfg.conn.clone(),
+                    state.cfg.clone(),
                     state.globs.clone(),
-                    &state.cfg.slot,
-                    &state.cfg.publication,
-                    Some((generation, u64::MAX)),
+                    StreamStart {
+                        resume: Some((generation, u64::MAX)),
+                        backfills: Vec::new(),
+                    },
                 )
                 .await?;
                 log(
@@ -453,13 +660,10 @@ async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<wit::Batch
                 );
                 let batch = wit::Batch {
                     kind: wit::BatchKind::Heartbeat,
-                    position: Position::Changes {
-                        lsn: generation,
-                        seq: u64::MAX,
-                    }
-                    .encode(),
+                    position: Position::changes(generation, u64::MAX).encode(),
                     tables: Vec::new(),
                     lag_bytes: 0,
+                    continues: false,
                 };
                 (Phase::Streaming(Box::new(stream)), Ok(Some(batch)))
             }
@@ -470,10 +674,7 @@ async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<wit::Batch
                 .await
                 .map(|b| {
                     b.map(|b| {
-                        let lsn = match b.position {
-                            Position::Changes { lsn, .. } => lsn,
-                            Position::Snapshot { .. } => 0,
-                        };
+                        let lsn = b.position.lsn().unwrap_or(0);
                         wit::Batch {
                             kind: if b.heartbeat {
                                 wit::BatchKind::Heartbeat
@@ -482,14 +683,12 @@ async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<wit::Batch
                             },
                             position: b.position.encode(),
                             lag_bytes: stream.received().saturating_sub(lsn),
+                            continues: b.continues,
                             tables: b
                                 .tables
                                 .into_iter()
                                 .map(|(desc, rows, ipc)| wit::TableRows {
-                                    table: wit::TableRef {
-                                        namespace: desc.namespace,
-                                        name: desc.name,
-                                    },
+                                    table: table_ref(&desc),
                                     first_of_table: false,
                                     row_count: rows,
                                     ipc,

@@ -24,6 +24,8 @@ pub struct Chunk {
     pub rows: u32,
     /// Arrow IPC stream bytes.
     pub ipc: Vec<u8>,
+    /// Page range of the table this chunk completes, if it is the last of its range.
+    pub done: Option<(u64, u64)>,
 }
 
 /// Settings of one snapshot run.
@@ -210,13 +212,16 @@ async fn copy_table(
     reader
         .finish()
         .map_err(|e| GuestError::new(ErrorKind::Internal, format!("{what}: {e}")))?;
-    if builder.rows() > 0 {
-        let c = finish_chunk(&mut builder, index, false).map_err(|e| match e {
-            RowError::Decode(d) => decode_err(d),
-            RowError::Copy(c) => GuestError::new(ErrorKind::Internal, format!("{what}: {c}")),
-        })?;
-        let _ = tx.send(Ok(c)).await;
-    }
+    // The last chunk (possibly empty) records that the range is copied.
+    let mut c = finish_chunk(&mut builder, index, false).map_err(|e| match e {
+        RowError::Decode(d) => decode_err(d),
+        RowError::Copy(c) => GuestError::new(ErrorKind::Internal, format!("{what}: {c}")),
+    })?;
+    c.done = Some(match work.range {
+        None => (0, u64::MAX),
+        Some((start, end)) => (start, end.unwrap_or(u64::MAX)),
+    });
+    let _ = tx.send(Ok(c)).await;
     Ok(())
 }
 
@@ -229,11 +234,15 @@ fn finish_chunk(builder: &mut RowsBuilder, table: usize, first: bool) -> Result<
         first,
         rows,
         ipc,
+        done: None,
     })
 }
 
-enum RowError {
+/// A failure decoding COPY output into Arrow rows.
+pub enum RowError {
+    /// A value did not decode.
     Decode(DecodeError),
+    /// The COPY stream was malformed.
     Copy(CopyError),
 }
 

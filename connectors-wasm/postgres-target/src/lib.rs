@@ -28,6 +28,10 @@ fn resolver() -> Resolver {
     Arc::new(|name: &str| culvert::connector::host::resolve(name))
 }
 
+fn log(level: culvert::connector::host::Level, message: &str) {
+    culvert::connector::host::log(level, message);
+}
+
 culvert_pg_guest::define_to_wit!();
 
 use culvert_pg_guest::runtime;

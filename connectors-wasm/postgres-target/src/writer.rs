@@ -2,17 +2,26 @@
 
 use std::cell::RefCell;
 
+use std::collections::HashSet;
+
+use culvert_pg_arrow::arrow_array::{Array, RecordBatch, StringArray};
 use culvert_pg_arrow::ipc::from_ipc;
 use culvert_pg_arrow::schema::table_from_schema;
+use culvert_pg_arrow::types::TableDesc;
 use culvert_pg_guest::{
     ErrorKind, GuestError, GuestResult, PgConnectConfig, connect, parse_config, pg_error,
 };
 use tokio_postgres::Client;
 
 use crate::apply::{apply_changes, apply_snapshot};
-use crate::ddl::Tables;
+use crate::culvert::connector::host::{Level, gauge_set};
+use crate::ddl::{SchemaChange, Tables};
+use crate::log;
 use crate::exports::culvert::connector::destination_connector::GuestWriter;
 use crate::{Resolver, resolver, runtime, to_wit, wit};
+
+/// Schema metadata key of a table-rows entry that carries a schema change.
+const DDL_METADATA: &str = "culvert.ddl";
 
 const POSITIONS_DDL: &str = "
 CREATE SCHEMA IF NOT EXISTS _culvert;
@@ -20,6 +29,22 @@ CREATE TABLE IF NOT EXISTS _culvert.positions (
     pipeline text PRIMARY KEY,
     position bytea NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS _culvert.pending (
+    pipeline text NOT NULL,
+    ord bigint NOT NULL,
+    namespace text NOT NULL,
+    name text NOT NULL,
+    first_of_table bool NOT NULL,
+    ipc bytea NOT NULL,
+    PRIMARY KEY (pipeline, ord)
+);
+CREATE TABLE IF NOT EXISTS _culvert.paused (
+    pipeline text NOT NULL,
+    table_name text NOT NULL,
+    reason text NOT NULL,
+    paused_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (pipeline, table_name)
 )";
 
 struct Session {
@@ -27,6 +52,8 @@ struct Session {
     pipeline: String,
     client: Client,
     tables: Tables,
+    /// Tables whose schema change the target could not take: skipped until recopied.
+    paused: HashSet<String>,
 }
 
 /// A destination session.
@@ -65,7 +92,10 @@ impl GuestWriter for Writer {
         if result.is_err() {
             let s = &mut *session;
             let _ = self.rt.block_on(s.client.batch_execute("ROLLBACK"));
-            s.tables.reset_stages();
+            s.tables.reset();
+            if let Ok(paused) = self.rt.block_on(load_paused(&s.client, &s.pipeline)) {
+                s.paused = paused;
+            }
         }
         result.map_err(to_wit)
     }
@@ -80,12 +110,31 @@ async fn open(config: &str, pipeline: String, resolve: Resolver) -> GuestResult<
             .push_str("; the target role needs CREATE on the database");
         err
     })?;
+    let paused = load_paused(&client, &pipeline)
+        .await
+        .map_err(|e| pg_error(&cfg, "read paused tables", &e))?;
     Ok(Session {
         cfg,
         pipeline,
         client,
         tables: Tables::default(),
+        paused,
     })
+}
+
+async fn load_paused(
+    client: &Client,
+    pipeline: &str,
+) -> Result<HashSet<String>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT table_name FROM _culvert.paused WHERE pipeline = $1",
+            &[&pipeline],
+        )
+        .await?;
+    let paused: HashSet<String> = rows.into_iter().map(|r| r.get(0)).collect();
+    gauge_set("paused_tables", paused.len() as f64);
+    Ok(paused)
 }
 
 async fn committed(
@@ -106,76 +155,271 @@ async fn committed(
     Ok(row.map(|r| r.get(0)))
 }
 
+/// One table's rows from a batch, decoded.
+struct Entry {
+    desc: TableDesc,
+    change: Option<SchemaChange>,
+    first: bool,
+    batches: Vec<RecordBatch>,
+}
+
+fn decode(namespace: &str, name: &str, first: bool, ipc: &[u8]) -> GuestResult<Option<Entry>> {
+    let batches = from_ipc(ipc).map_err(|e| {
+        GuestError::new(
+            ErrorKind::Internal,
+            format!("batch for {namespace}.{name} is not valid Arrow IPC: {e}"),
+        )
+    })?;
+    let Some(head) = batches.first() else {
+        return Ok(None);
+    };
+    let schema = head.schema();
+    let mut desc = table_from_schema(&schema).map_err(|e| {
+        GuestError::new(ErrorKind::Internal, format!("{namespace}.{name}: {e}"))
+    })?;
+    desc.namespace = namespace.to_string();
+    desc.name = name.to_string();
+    let change = match schema.metadata().get(DDL_METADATA) {
+        Some(v) => Some(serde_json::from_str::<SchemaChange>(v).map_err(|e| {
+            GuestError::new(
+                ErrorKind::Internal,
+                format!("{namespace}.{name}: schema change does not parse: {e}"),
+            )
+        })?),
+        None => None,
+    };
+    Ok(Some(Entry {
+        desc,
+        change,
+        first,
+        batches,
+    }))
+}
+
 async fn apply(session: &mut Session, batch: wit::Batch) -> GuestResult<Vec<u8>> {
+    let mut entries = Vec::with_capacity(batch.tables.len());
+    for rows in &batch.tables {
+        if let Some(e) = decode(
+            &rows.table.namespace,
+            &rows.table.name,
+            rows.first_of_table,
+            &rows.ipc,
+        )? {
+            if e.change.as_ref().is_none_or(|c| !c.drop) {
+                session
+                    .tables
+                    .prepare_types(&session.client, &session.cfg, &e.desc)
+                    .await?;
+            }
+            entries.push(e);
+        }
+    }
     let Session {
         cfg,
         pipeline,
         client,
-        tables,
-    } = session;
-    // Decode and create tables first: DDL (enum labels in particular) must commit before use.
-    let mut decoded = Vec::with_capacity(batch.tables.len());
-    for rows in &batch.tables {
-        let batches = from_ipc(&rows.ipc).map_err(|e| {
-            GuestError::new(
-                ErrorKind::Internal,
-                format!(
-                    "batch for {}.{} is not valid Arrow IPC: {e}",
-                    rows.table.namespace, rows.table.name
-                ),
-            )
-        })?;
-        let Some(first) = batches.first() else {
-            continue;
-        };
-        let mut desc = table_from_schema(&first.schema()).map_err(|e| {
-            GuestError::new(
-                ErrorKind::Internal,
-                format!("{}.{}: {e}", rows.table.namespace, rows.table.name),
-            )
-        })?;
-        desc.namespace = rows.table.namespace.clone();
-        desc.name = rows.table.name.clone();
-        tables.ensure(client, cfg, &desc).await?;
-        decoded.push((desc.qualified(), rows.first_of_table, batches));
-    }
+        ..
+    } = &*session;
+    let (cfg, pipeline) = (cfg.clone(), pipeline.clone());
     client
         .batch_execute("BEGIN")
         .await
-        .map_err(|e| pg_error(cfg, "begin", &e))?;
-    if let Some(done) = committed(client, cfg, pipeline, true).await?
+        .map_err(|e| pg_error(&cfg, "begin", &e))?;
+    if let Some(done) = committed(client, &cfg, &pipeline, true).await?
         && done >= batch.position
     {
         client
             .batch_execute("ROLLBACK")
             .await
-            .map_err(|e| pg_error(cfg, "rollback", &e))?;
+            .map_err(|e| pg_error(&cfg, "rollback", &e))?;
         return Ok(done);
     }
-    for (name, first, batches) in decoded {
-        for (i, rb) in batches.iter().enumerate() {
-            match batch.kind {
-                wit::BatchKind::Snapshot => {
-                    apply_snapshot(client, cfg, tables, &name, first && i == 0, rb).await?
+    if batch.continues {
+        // Part of a transaction: kept aside, invisible, until the part that completes it.
+        for rows in &batch.tables {
+            session
+                .client
+                .execute(
+                    "INSERT INTO _culvert.pending (pipeline, ord, namespace, name, first_of_table, ipc)
+                     SELECT $1, coalesce(max(ord), 0) + 1, $2, $3, $4, $5 FROM _culvert.pending WHERE pipeline = $1",
+                    &[&pipeline, &rows.table.namespace, &rows.table.name, &rows.first_of_table, &rows.ipc],
+                )
+                .await
+                .map_err(|e| pg_error(&cfg, "keep part of a large transaction", &e))?;
+        }
+    } else {
+        let held: Vec<i64> = session
+            .client
+            .query(
+                "SELECT ord FROM _culvert.pending WHERE pipeline = $1 ORDER BY ord",
+                &[&pipeline],
+            )
+            .await
+            .map_err(|e| pg_error(&cfg, "read held parts of a transaction", &e))?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        for ord in &held {
+            let row = session
+                .client
+                .query_one(
+                    "SELECT namespace, name, first_of_table, ipc FROM _culvert.pending WHERE pipeline = $1 AND ord = $2",
+                    &[&pipeline, ord],
+                )
+                .await
+                .map_err(|e| pg_error(&cfg, "read a held part of a transaction", &e))?;
+            let (ns, name, first, ipc): (String, String, bool, Vec<u8>) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            if let Some(e) = decode(&ns, &name, first, &ipc)? {
+                if e.change.as_ref().is_none_or(|c| !c.drop) {
+                    // Types were created when the part arrived; this is a no-op then.
+                    session
+                        .tables
+                        .prepare_types(&session.client, &cfg, &e.desc)
+                        .await?;
                 }
-                wit::BatchKind::Changes => apply_changes(client, cfg, tables, &name, rb).await?,
-                wit::BatchKind::Heartbeat => {}
+                apply_entry(session, batch.kind, e).await?;
             }
         }
+        if !held.is_empty() {
+            session
+                .client
+                .execute("DELETE FROM _culvert.pending WHERE pipeline = $1", &[&pipeline])
+                .await
+                .map_err(|e| pg_error(&cfg, "clear held parts of a transaction", &e))?;
+        }
+        for e in entries {
+            apply_entry(session, batch.kind, e).await?;
+        }
     }
-    client
+    session
+        .client
         .execute(
             "INSERT INTO _culvert.positions (pipeline, position, updated_at) VALUES ($1, $2, now())
              ON CONFLICT (pipeline) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
-            &[&*pipeline, &batch.position],
+            &[&pipeline, &batch.position],
         )
         .await
-        .map_err(|e| pg_error(cfg, "record position", &e))?;
-    client
+        .map_err(|e| pg_error(&cfg, "record position", &e))?;
+    session
+        .client
         .batch_execute("COMMIT")
         .await
-        .map_err(|e| pg_error(cfg, "commit", &e))?;
+        .map_err(|e| pg_error(&cfg, "commit", &e))?;
     Ok(batch.position)
+}
+
+/// Whether a change batch starts with a truncate: the table's contents are replaced.
+fn starts_with_truncate(rb: &RecordBatch) -> bool {
+    rb.num_rows() > 0
+        && rb
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .is_some_and(|ops| ops.value(0) == "T")
+}
+
+async fn apply_entry(session: &mut Session, kind: wit::BatchKind, e: Entry) -> GuestResult<()> {
+    let Session {
+        cfg,
+        pipeline,
+        client,
+        tables,
+        paused,
+    } = session;
+    let name = e.desc.qualified();
+    if e.change.as_ref().is_some_and(|c| c.drop) {
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+            .await
+            .map_err(|err| pg_error(cfg, &format!("drop {name} like the source"), &err))?;
+        tables.forget(&name);
+        unpause(client, cfg, pipeline, paused, &name).await?;
+        return Ok(());
+    }
+    if paused.contains(&name) {
+        // A recopy (or a truncate) replaces the table: rebuild it in the source's shape.
+        let replaces = kind == wit::BatchKind::Snapshot && e.first
+            || e.batches.first().is_some_and(starts_with_truncate);
+        if !replaces {
+            return Ok(());
+        }
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+            .await
+            .map_err(|err| pg_error(cfg, &format!("recreate paused table {name}"), &err))?;
+        tables.forget(&name);
+        unpause(client, cfg, pipeline, paused, &name).await?;
+    }
+    client
+        .batch_execute("SAVEPOINT culvert_schema")
+        .await
+        .map_err(|err| pg_error(cfg, "savepoint", &err))?;
+    if let Err(err) = tables
+        .resolve(client, cfg, &e.desc, e.change.as_ref())
+        .await
+    {
+        if err.kind != ErrorKind::Unsupported {
+            return Err(err);
+        }
+        // Only this table stops; the others go on.
+        client
+            .batch_execute("ROLLBACK TO SAVEPOINT culvert_schema")
+            .await
+            .map_err(|err| pg_error(cfg, "rollback to savepoint", &err))?;
+        tables.forget(&name);
+        let reason = format!(
+            "{}; the table is paused and its changes are skipped. Fix the target table by hand or drop it, then run `culvert-agent resync --config FILE --table {}.{}` to copy it again",
+            err.message, e.desc.namespace, e.desc.name
+        );
+        client
+            .execute(
+                "INSERT INTO _culvert.paused (pipeline, table_name, reason) VALUES ($1, $2, $3)
+                 ON CONFLICT (pipeline, table_name) DO UPDATE SET reason = EXCLUDED.reason, paused_at = now()",
+                &[&*pipeline, &name, &reason],
+            )
+            .await
+            .map_err(|err| pg_error(cfg, "record a paused table", &err))?;
+        paused.insert(name.clone());
+        gauge_set("paused_tables", paused.len() as f64);
+        log(Level::Error, &format!("table {name} paused: {reason}"));
+        return Ok(());
+    }
+    for (i, rb) in e.batches.iter().enumerate() {
+        match kind {
+            wit::BatchKind::Snapshot => {
+                apply_snapshot(client, cfg, tables, &name, e.first && i == 0, rb).await?
+            }
+            wit::BatchKind::Changes => {
+                if rb.num_rows() > 0 {
+                    apply_changes(client, cfg, tables, &name, rb).await?
+                }
+            }
+            wit::BatchKind::Heartbeat => {}
+        }
+    }
+    Ok(())
+}
+
+async fn unpause(
+    client: &Client,
+    cfg: &PgConnectConfig,
+    pipeline: &str,
+    paused: &mut HashSet<String>,
+    name: &str,
+) -> GuestResult<()> {
+    if paused.remove(name) {
+        client
+            .execute(
+                "DELETE FROM _culvert.paused WHERE pipeline = $1 AND table_name = $2",
+                &[&pipeline, &name],
+            )
+            .await
+            .map_err(|err| pg_error(cfg, "clear a paused table", &err))?;
+        gauge_set("paused_tables", paused.len() as f64);
+        log(Level::Info, &format!("table {name} replicates again"));
+    }
+    Ok(())
 }
 
 /// Reachability, credentials and privileges of the target.

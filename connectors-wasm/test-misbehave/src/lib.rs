@@ -96,6 +96,14 @@ impl Guest for Component {
     fn discover(_config: String) -> Result<Vec<wit::TableInfo>, wit::ConnectorError> {
         Ok(Vec::new())
     }
+
+    fn resync(
+        _config: String,
+        _selection: Vec<String>,
+        _tables: Vec<wit::TableRef>,
+    ) -> Result<String, wit::ConnectorError> {
+        Err(fail("this connector has nothing to resync".to_string()))
+    }
 }
 
 export!(Component);

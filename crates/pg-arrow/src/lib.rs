@@ -14,3 +14,5 @@ pub mod types;
 
 /// Arrow arrays, re-exported so connectors use the same version.
 pub use arrow_array;
+/// Arrow schema types, re-exported for connectors.
+pub use arrow_schema;

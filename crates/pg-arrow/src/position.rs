@@ -2,9 +2,9 @@
 
 use thiserror::Error;
 
-/// A point in a PostgreSQL source's stream.
+/// Where in its stream a PostgreSQL source is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Position {
+pub enum Stage {
     /// Inside the initial copy made under the snapshot exported by the slot created at
     /// `generation` (its consistent LSN), so a restarted copy sorts after an abandoned one.
     Snapshot {
@@ -25,6 +25,65 @@ pub enum Position {
     },
 }
 
+/// Heap page ranges of one table: copied ones during the snapshot, ones still to copy
+/// during a backfill. `[start, end)`; `end == u64::MAX` reaches the end of the table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct TableRanges {
+    /// Schema name.
+    pub namespace: String,
+    /// Table name.
+    pub name: String,
+    /// Sorted, non-overlapping page ranges.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+impl TableRanges {
+    /// Add `[start, end)`, merging with neighbours.
+    pub fn add(&mut self, start: u64, end: u64) {
+        self.ranges.push((start, end));
+        self.ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.ranges.len());
+        for &(s, e) in &self.ranges {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        self.ranges = merged;
+    }
+
+    /// The ranges of `[0, u64::MAX)` not covered by `self.ranges`.
+    pub fn complement(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut at = 0u64;
+        for &(s, e) in &self.ranges {
+            if s > at {
+                out.push((at, s));
+            }
+            at = at.max(e);
+        }
+        if at < u64::MAX {
+            out.push((at, u64::MAX));
+        }
+        out
+    }
+
+    /// Whether the ranges cover the whole table.
+    pub fn complete(&self) -> bool {
+        self.ranges == [(0, u64::MAX)]
+    }
+}
+
+/// A point in a PostgreSQL source's stream, with the progress of copies in flight.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    /// Where the stream is.
+    pub stage: Stage,
+    /// Snapshot stage: page ranges copied so far. Change stage: page ranges of tables
+    /// being backfilled that remain to be copied.
+    pub tables: Vec<TableRanges>,
+}
+
 /// A position that does not decode.
 #[derive(Debug, Error)]
 #[error("position bytes are not a PostgreSQL source position ({len} bytes, tag {tag:?})")]
@@ -33,12 +92,34 @@ pub struct PositionError {
     tag: Option<u8>,
 }
 
+impl From<Stage> for Position {
+    fn from(stage: Stage) -> Position {
+        Position {
+            stage,
+            tables: Vec::new(),
+        }
+    }
+}
+
 impl Position {
+    /// The change-stream position `(lsn, seq)` without progress.
+    pub fn changes(lsn: u64, seq: u64) -> Position {
+        Stage::Changes { lsn, seq }.into()
+    }
+
+    /// The commit LSN of a change-stream position.
+    pub fn lsn(&self) -> Option<u64> {
+        match self.stage {
+            Stage::Changes { lsn, .. } => Some(lsn),
+            Stage::Snapshot { .. } => None,
+        }
+    }
+
     /// Encode so that byte-wise order equals position order.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(21);
-        match *self {
-            Position::Snapshot {
+        match self.stage {
+            Stage::Snapshot {
                 generation,
                 table,
                 chunk,
@@ -48,10 +129,24 @@ impl Position {
                 out.extend_from_slice(&table.to_be_bytes());
                 out.extend_from_slice(&chunk.to_be_bytes());
             }
-            Position::Changes { lsn, seq } => {
+            Stage::Changes { lsn, seq } => {
                 out.push(1);
                 out.extend_from_slice(&lsn.to_be_bytes());
                 out.extend_from_slice(&seq.to_be_bytes());
+            }
+        }
+        if !self.tables.is_empty() {
+            out.extend_from_slice(&(self.tables.len() as u32).to_be_bytes());
+            for t in &self.tables {
+                for s in [&t.namespace, &t.name] {
+                    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+                    out.extend_from_slice(s.as_bytes());
+                }
+                out.extend_from_slice(&(t.ranges.len() as u32).to_be_bytes());
+                for (s, e) in &t.ranges {
+                    out.extend_from_slice(&s.to_be_bytes());
+                    out.extend_from_slice(&e.to_be_bytes());
+                }
             }
         }
         out
@@ -63,22 +158,67 @@ impl Position {
             len: bytes.len(),
             tag: bytes.first().copied(),
         };
-        let u64_at = |at: usize| -> Result<u64, PositionError> {
-            let slice = bytes.get(at..at + 8).ok_or_else(err)?;
-            Ok(u64::from_be_bytes(slice.try_into().map_err(|_| err())?))
+        let mut r = Cursor { bytes, at: 1 };
+        let stage = match bytes.first() {
+            Some(0) => Stage::Snapshot {
+                generation: r.u64().ok_or_else(err)?,
+                table: r.u32().ok_or_else(err)?,
+                chunk: r.u64().ok_or_else(err)?,
+            },
+            Some(1) => Stage::Changes {
+                lsn: r.u64().ok_or_else(err)?,
+                seq: r.u64().ok_or_else(err)?,
+            },
+            _ => return Err(err()),
         };
-        match (bytes.first(), bytes.len()) {
-            (Some(0), 21) => Ok(Position::Snapshot {
-                generation: u64_at(1)?,
-                table: u32::from_be_bytes(bytes[9..13].try_into().map_err(|_| err())?),
-                chunk: u64_at(13)?,
-            }),
-            (Some(1), 17) => Ok(Position::Changes {
-                lsn: u64_at(1)?,
-                seq: u64_at(9)?,
-            }),
-            _ => Err(err()),
+        let mut tables = Vec::new();
+        if r.at < bytes.len() {
+            let n = r.u32().ok_or_else(err)?;
+            for _ in 0..n {
+                let namespace = r.string().ok_or_else(err)?;
+                let name = r.string().ok_or_else(err)?;
+                let count = r.u32().ok_or_else(err)?;
+                let mut ranges = Vec::new();
+                for _ in 0..count {
+                    ranges.push((r.u64().ok_or_else(err)?, r.u64().ok_or_else(err)?));
+                }
+                tables.push(TableRanges {
+                    namespace,
+                    name,
+                    ranges,
+                });
+            }
         }
+        if r.at != bytes.len() {
+            return Err(err());
+        }
+        Ok(Position { stage, tables })
+    }
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let s = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let n = self.u32()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
     }
 }
 
@@ -88,36 +228,39 @@ mod tests {
 
     #[test]
     fn byte_order_matches_position_order() {
-        let positions = [
-            Position::Snapshot {
+        let positions: Vec<Position> = vec![
+            Stage::Snapshot {
                 generation: 5,
                 table: 0,
                 chunk: 0,
-            },
-            Position::Snapshot {
+            }
+            .into(),
+            Stage::Snapshot {
                 generation: 5,
                 table: 0,
                 chunk: 300,
-            },
-            Position::Snapshot {
-                generation: 5,
-                table: 2,
-                chunk: 1,
-            },
-            Position::Snapshot {
+            }
+            .into(),
+            Stage::Snapshot {
                 generation: 9,
                 table: 0,
                 chunk: 0,
+            }
+            .into(),
+            Position::changes(1, 0),
+            Position::changes(1, u64::MAX),
+            Position {
+                stage: Stage::Changes {
+                    lsn: 0x1_0000_0000,
+                    seq: 3,
+                },
+                tables: vec![TableRanges {
+                    namespace: "public".into(),
+                    name: "t".into(),
+                    ranges: vec![(0, 10), (20, u64::MAX)],
+                }],
             },
-            Position::Changes { lsn: 1, seq: 0 },
-            Position::Changes {
-                lsn: 1,
-                seq: u64::MAX,
-            },
-            Position::Changes {
-                lsn: 0x1_0000_0000,
-                seq: 3,
-            },
+            Position::changes(0x1_0000_0001, 0),
         ];
         for pair in positions.windows(2) {
             assert!(pair[0] < pair[1]);
@@ -127,5 +270,23 @@ mod tests {
             assert_eq!(Position::decode(&p.encode()).unwrap(), p);
         }
         assert!(Position::decode(&[7, 1]).is_err());
+        let mut bad = Position::changes(1, 1).encode();
+        bad.push(0);
+        assert!(Position::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn ranges_merge_and_complement() {
+        let mut t = TableRanges::default();
+        t.add(16, 32);
+        t.add(0, 16);
+        t.add(48, u64::MAX);
+        assert_eq!(t.ranges, vec![(0, 32), (48, u64::MAX)]);
+        assert_eq!(t.complement(), vec![(32, 48)]);
+        assert!(!t.complete());
+        t.add(32, 48);
+        assert!(t.complete());
+        assert!(t.complement().is_empty());
+        assert_eq!(TableRanges::default().complement(), vec![(0, u64::MAX)]);
     }
 }
