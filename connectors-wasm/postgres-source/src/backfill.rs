@@ -73,8 +73,10 @@ pub async fn request(client: &Client, cfg: &PgConnectConfig, req: &Request) -> G
 async fn pages(client: &Client, cfg: &PgConnectConfig, oid: u32) -> GuestResult<u64> {
     let row = client
         .query_one(
-            "SELECT (coalesce(max(pg_catalog.pg_relation_size(relid)), 0) / current_setting('block_size')::int8)::int8
-               FROM pg_catalog.pg_partition_tree($1::oid::regclass) WHERE isleaf",
+            "SELECT (greatest(pg_catalog.pg_relation_size($1::oid::regclass),
+                              (SELECT coalesce(max(pg_catalog.pg_relation_size(relid)), 0)
+                                 FROM pg_catalog.pg_partition_tree($1::oid::regclass) WHERE isleaf))
+                     / current_setting('block_size')::int8)::int8",
             &[&oid],
         )
         .await

@@ -59,6 +59,8 @@ struct Txn {
     seq: u64,
     skip_through: Option<u64>,
     ops: Vec<BackfillOp>,
+    /// A watermark transaction: its chunk goes out whole, its commit follows at once.
+    whole: bool,
 }
 
 impl Txn {
@@ -253,7 +255,7 @@ impl ChangeStream {
                     return self.emit(false).map(Some);
                 }
             }
-            if in_txn && self.rows_pending >= max_rows {
+            if in_txn && self.rows_pending >= max_rows && !self.txn.as_ref().is_some_and(|t| t.whole) {
                 return self.emit(true).map(Some);
             }
             if !in_txn {
@@ -318,7 +320,10 @@ impl ChangeStream {
     /// Between transactions: start the next backfill chunk, watch the slot, and write
     /// a heartbeat when the selected tables have been quiet.
     async fn housekeeping(&mut self) -> GuestResult<()> {
+        // One chunk per batch: the destination's memory bounds the batch, not the copy.
         if self.chunk.is_none()
+            && self.rows_pending == 0
+            && !self.pending_complete
             && let Some(b) = self.backfills.first().cloned()
         {
             let desc = match self.relations.get(&b.oid).and_then(|r| r.desc.clone()) {
@@ -397,6 +402,7 @@ impl ChangeStream {
                     seq: 0,
                     skip_through,
                     ops: Vec::new(),
+                    whole: false,
                 });
             }
             PgOutputMessage::Commit { .. } => {
@@ -544,12 +550,23 @@ impl ChangeStream {
         let txn = self.txn.as_mut().expect("watermark inside a transaction");
         let (mut builder, seq) = backfill::chunk_rows(&chunk, txn.final_lsn, txn.seq)?;
         txn.seq = seq;
+        txn.whole = true;
         txn.ops.push(BackfillOp::Done {
             oid: chunk.oid,
             pages: chunk.pages,
         });
         self.flush_relation(chunk.oid)?;
         let rows = builder.rows() as u32;
+        log(
+            Level::Debug,
+            &format!(
+                "chunk of {}.{}: pages {:?}, {rows} rows, {} bytes",
+                chunk.desc.namespace,
+                chunk.desc.name,
+                chunk.pages,
+                chunk.data.len()
+            ),
+        );
         if rows > 0 {
             let ipc = ipc_with(builder.finish().map_err(internal)?, None)?;
             self.flushed.push((chunk.desc, rows, ipc));

@@ -278,7 +278,9 @@ async fn apply(session: &mut Session, batch: wit::Batch) -> GuestResult<Vec<u8>>
                         .prepare_types(&session.client, &cfg, &e.desc)
                         .await?;
                 }
-                apply_entry(session, batch.kind, e).await?;
+                // Only change batches continue a transaction; the completing batch may be
+                // a bare position.
+                apply_entry(session, wit::BatchKind::Changes, e).await?;
             }
         }
         if !held.is_empty() {
