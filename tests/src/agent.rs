@@ -107,6 +107,32 @@ impl Agent {
         }
     }
 
+    /// Poll `f` until it reports no problem; fails with its last report and the log.
+    pub fn wait_clean(&mut self, secs: u64, what: &str, mut f: impl FnMut() -> Option<String>) {
+        let mut last = None;
+        let mut check = || {
+            last = f();
+            last.is_none()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while !check() {
+            if let Some(code) = self.exited() {
+                panic!(
+                    "agent exited with {code} while waiting for {what} ({last:?}):\n{}",
+                    self.log()
+                );
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "timed out after {secs} s waiting for {what}: {}\n{}",
+                    last.unwrap_or_default(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+
     /// Exit code if the agent has exited.
     pub fn exited(&mut self) -> Option<i32> {
         let c = self.child.as_mut()?;

@@ -68,3 +68,71 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<Strin
         .map(|(_, body)| body.to_string())
         .unwrap_or_default())
 }
+
+/// Columns of `table` as `name type` lines, in table order.
+pub fn columns(c: &Cluster, db: &str, table: &str) -> Result<String, String> {
+    c.try_sql(
+        db,
+        &format!(
+            "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum)
+               FROM pg_attribute WHERE attrelid = '{table}'::regclass AND attnum > 0 AND NOT attisdropped"
+        ),
+    )
+}
+
+/// The first difference between `table` at the source (`app`) and the target
+/// (`replica`): columns, then rows. `None` when both are the same.
+pub fn difference(src: &Cluster, dst: &Cluster, table: &str) -> Option<String> {
+    let a = columns(src, "app", table);
+    let b = columns(dst, "replica", table);
+    if a != b {
+        return Some(format!("{table}: columns differ: source {a:?}, target {b:?}"));
+    }
+    let (a, b) = (src.dump("app", table), dst.dump("replica", table));
+    (a != b).then(|| {
+        let only_src: Vec<&str> = a.lines().filter(|l| !b.contains(l)).take(3).collect();
+        let only_dst: Vec<&str> = b.lines().filter(|l| !a.contains(l)).take(3).collect();
+        format!(
+            "{table}: rows differ: source {} rows, target {} rows; only at the source {only_src:?}; only at the target {only_dst:?}",
+            a.lines().count(),
+            b.lines().count()
+        )
+    })
+}
+
+/// Add settings to the `[source]` section of a pipeline file.
+pub fn with_source_settings(pipeline: &str, settings: &str) -> String {
+    pipeline.replacen("\n[target]", &format!("{settings}\n\n[target]"), 1)
+}
+
+/// Run `culvert-agent resync` on the pipeline file in `dir`; returns (success, output).
+pub fn resync(dir: &std::path::Path, tables: &[&str]) -> (bool, String) {
+    let mut cmd = std::process::Command::new(agent::agent_binary());
+    cmd.arg("resync")
+        .arg("--pipeline")
+        .arg(dir.join("pipeline.toml"))
+        .env(
+            "CULVERT_CACHE_DIR",
+            std::env::temp_dir().join("culvert-test-cache"),
+        );
+    for t in tables {
+        cmd.args(["--table", t]);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The value of the first metric line that starts with `name` and contains every
+/// one of `labels`.
+pub fn metric(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    body.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}

@@ -469,8 +469,12 @@ impl ChangeStream {
                 let skipped = txn.step();
                 match prefix.as_str() {
                     DDL_PREFIX => {
-                        if let Some(ev) = ddl_capture::parse(&content) {
-                            self.ddl(ev, skipped).await?;
+                        match ddl_capture::parse(&content) {
+                            Ok(ev) => self.ddl(ev, skipped).await?,
+                            Err(e) => log(
+                                Level::Warn,
+                                &format!("ignoring a schema change message that does not parse: {e}"),
+                            ),
                         }
                     }
                     WATERMARK_PREFIX if !skipped => self.watermark(&content)?,

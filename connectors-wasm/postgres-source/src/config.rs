@@ -27,6 +27,9 @@ pub struct SourceConfig {
     /// Approximate bytes per snapshot batch.
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: usize,
+    /// Heap pages per range of the initial copy: a crash resumes after the finished ranges.
+    #[serde(default = "default_range_pages")]
+    pub snapshot_range_pages: u64,
     /// Heap pages per chunk of a background copy (added tables, resyncs).
     #[serde(default = "default_chunk_pages")]
     pub backfill_chunk_pages: u64,
@@ -45,6 +48,10 @@ pub struct SourceConfig {
     /// Rebuild a missing or invalidated slot and copy the tables again without asking.
     #[serde(default)]
     pub resync_on_slot_loss: bool,
+}
+
+fn default_range_pages() -> u64 {
+    16_384
 }
 
 fn default_chunk_pages() -> u64 {
@@ -95,6 +102,7 @@ pub const SPEC: &str = r#"{
     "snapshot_workers": {"type": "integer", "minimum": 1, "maximum": 16, "default": 2},
     "batch_rows": {"type": "integer", "minimum": 1, "default": 50000},
     "batch_bytes": {"type": "integer", "minimum": 65536, "default": 8388608},
+    "snapshot_range_pages": {"type": "integer", "minimum": 1, "default": 16384, "description": "Heap pages per range of the initial copy; ranges are copied in parallel and a crash resumes after the finished ones"},
     "backfill_chunk_pages": {"type": "integer", "minimum": 1, "default": 1024, "description": "Heap pages per chunk when a table is copied while changes stream"},
     "slot_check_seconds": {"type": "integer", "minimum": 1, "default": 10},
     "heartbeat_seconds": {"type": "integer", "minimum": 0, "default": 30, "description": "Write a heartbeat after this many quiet seconds so the slot keeps advancing (0: never)"},

@@ -14,7 +14,7 @@ use crate::log;
 pub const DDL_PREFIX: &str = "culvert.ddl";
 
 /// Bumped whenever the installed SQL changes, so an older install is replaced.
-const VERSION: i32 = 1;
+const VERSION: i32 = 2;
 
 const INSTALL_SQL: &str = r#"
 CREATE SCHEMA IF NOT EXISTS _culvert;
@@ -47,12 +47,12 @@ BEGIN
            AND n.nspname NOT LIKE 'pg\_%'
     LOOP
         msg := jsonb_build_object(
-            'relid', r.relid,
+            'relid', r.relid::int8,
             'namespace', r.nspname,
             'name', r.relname,
             'created', NOT EXISTS (SELECT 1 FROM _culvert.ddl_columns s WHERE s.relid = r.relid),
             'columns', (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                                'name', a.attname, 'type', a.atttypid, 'typmod', a.atttypmod)
+                                'name', a.attname, 'type', a.atttypid::int8, 'typmod', a.atttypmod)
                                 ORDER BY a.attnum), '[]'::jsonb)
                           FROM pg_attribute a
                          WHERE a.attrelid = r.relid AND a.attnum > 0 AND NOT a.attisdropped
@@ -105,7 +105,7 @@ BEGIN
     LOOP
         DELETE FROM _culvert.ddl_columns WHERE relid = r.objid;
         PERFORM pg_logical_emit_message(true, 'culvert.ddl', jsonb_build_object(
-            'relid', r.objid, 'namespace', r.schema_name, 'name', r.object_name, 'dropped', true)::text);
+            'relid', r.objid::int8, 'namespace', r.schema_name, 'name', r.object_name, 'dropped', true)::text);
     END LOOP;
 END
 $fn$;
@@ -156,8 +156,8 @@ pub struct DdlEvent {
 }
 
 /// Parse a captured DDL message.
-pub fn parse(content: &[u8]) -> Option<DdlEvent> {
-    serde_json::from_slice(content).ok()
+pub fn parse(content: &[u8]) -> Result<DdlEvent, serde_json::Error> {
+    serde_json::from_slice(content)
 }
 
 /// Install (or upgrade) the capture. Without the privilege to create event triggers

@@ -553,6 +553,7 @@ async fn start_snapshot(
             workers: cfg.snapshot_workers,
             batch_rows: cfg.batch_rows,
             batch_bytes: cfg.batch_bytes,
+            range_pages: cfg.snapshot_range_pages,
         },
         resolve.clone(),
     );

@@ -44,10 +44,10 @@ pub struct SnapshotPlan {
     pub batch_rows: usize,
     /// Approximate bytes per chunk.
     pub batch_bytes: usize,
+    /// Heap pages per range.
+    pub range_pages: u64,
 }
 
-/// Pages per range: large tables are copied as several ranges so workers share them.
-const PAGES_PER_RANGE: u64 = 16_384;
 
 /// A unit of copy work: a table, or a range of its heap pages (`[start, end)`, open-ended when `end` is `None`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,12 +59,13 @@ pub struct Work {
 }
 
 /// Split tables into work items, the largest first so the tail of the copy is short.
-pub fn plan_work(pages: &[u64]) -> Vec<Work> {
+pub fn plan_work(pages: &[u64], range_pages: u64) -> Vec<Work> {
+    let range_pages = range_pages.max(1);
     let mut order: Vec<usize> = (0..pages.len()).collect();
     order.sort_by_key(|&t| std::cmp::Reverse(pages[t]));
     let mut work = Vec::new();
     for t in order {
-        let ranges = pages[t].div_ceil(PAGES_PER_RANGE);
+        let ranges = pages[t].div_ceil(range_pages);
         if ranges <= 1 {
             work.push(Work {
                 table: t,
@@ -73,8 +74,8 @@ pub fn plan_work(pages: &[u64]) -> Vec<Work> {
             continue;
         }
         for r in 0..ranges {
-            let start = r * PAGES_PER_RANGE;
-            let end = (r + 1 < ranges).then_some(start + PAGES_PER_RANGE);
+            let start = r * range_pages;
+            let end = (r + 1 < ranges).then_some(start + range_pages);
             work.push(Work {
                 table: t,
                 range: Some((start, end)),
@@ -92,7 +93,7 @@ pub fn start(plan: SnapshotPlan, resolve: Resolver) -> mpsc::Receiver<GuestResul
     crate::culvert::connector::host::gauge_set("snapshot_tables_total", plan.tables.len() as f64);
     let workers = plan.workers.max(1);
     let (tx, rx) = mpsc::channel(workers + 1);
-    let queue: Arc<Mutex<VecDeque<Work>>> = Arc::new(Mutex::new(plan_work(&plan.pages).into()));
+    let queue: Arc<Mutex<VecDeque<Work>>> = Arc::new(Mutex::new(plan_work(&plan.pages, plan.range_pages).into()));
     let plan = Arc::new(plan);
     tokio::spawn(async move {
         for (index, table) in plan.tables.iter().enumerate() {
@@ -264,7 +265,8 @@ mod tests {
 
     #[test]
     fn large_tables_split_into_ranges_largest_first() {
-        let work = plan_work(&[10, PAGES_PER_RANGE * 2 + 1, 0]);
+        const PAGES_PER_RANGE: u64 = 16_384;
+        let work = plan_work(&[10, PAGES_PER_RANGE * 2 + 1, 0], PAGES_PER_RANGE);
         assert_eq!(
             work[0],
             Work {
