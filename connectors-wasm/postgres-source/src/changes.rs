@@ -371,7 +371,7 @@ impl ChangeStream {
                 return Err(GuestError::new(
                     ErrorKind::State,
                     format!(
-                        "dropped replication slot `{}` because it retained {} MiB of WAL, over retained_wal_drop_bytes ({} MiB), to protect the source's disk; run `culvert-agent resync --config FILE` to rebuild it",
+                        "dropped replication slot `{}` because it retained {} MiB of WAL, over retained_wal_drop_bytes ({} MiB), to protect the source's disk; run `culvert-agent resync --pipeline FILE` to rebuild it",
                         self.opts.slot,
                         stats.retained_bytes >> 20,
                         limit >> 20

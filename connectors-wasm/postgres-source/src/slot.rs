@@ -59,7 +59,7 @@ pub fn missing(slot: &str) -> GuestError {
     GuestError::new(
         ErrorKind::State,
         format!(
-            "replication slot `{slot}` is missing, so changes since the last committed position are gone; run `culvert-agent resync --config FILE` to rebuild it and copy the tables again (or set resync_on_slot_loss = true)"
+            "replication slot `{slot}` is missing, so changes since the last committed position are gone; run `culvert-agent resync --pipeline FILE` to rebuild it and copy the tables again (or set resync_on_slot_loss = true)"
         ),
     )
 }
@@ -69,7 +69,7 @@ pub fn lost(slot: &str) -> GuestError {
     GuestError::new(
         ErrorKind::State,
         format!(
-            "replication slot `{slot}` was invalidated: the server removed WAL it still needed (max_slot_wal_keep_size); run `culvert-agent resync --config FILE` to rebuild it and copy the tables again (or set resync_on_slot_loss = true)"
+            "replication slot `{slot}` was invalidated: the server removed WAL it still needed (max_slot_wal_keep_size); run `culvert-agent resync --pipeline FILE` to rebuild it and copy the tables again (or set resync_on_slot_loss = true)"
         ),
     )
 }

@@ -311,17 +311,19 @@ async fn apply(session: &mut Session, batch: wit::Batch) -> GuestResult<Vec<u8>>
     Ok(batch.position)
 }
 
-/// Whether a change batch starts with a truncate: the table's contents are replaced.
-fn starts_with_truncate(rb: &RecordBatch) -> bool {
-    rb.num_rows() > 0
-        && rb
-            .column(0)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .is_some_and(|ops| ops.value(0) == "T")
+/// The last truncate among change rows: from there on the table's contents are replaced.
+fn last_truncate(batches: &[RecordBatch]) -> Option<(usize, usize)> {
+    batches.iter().enumerate().rev().find_map(|(b, rb)| {
+        let ops = rb.column(0).as_any().downcast_ref::<StringArray>()?;
+        (0..ops.len()).rev().find(|&i| ops.value(i) == "T").map(|i| (b, i))
+    })
 }
 
-async fn apply_entry(session: &mut Session, kind: wit::BatchKind, e: Entry) -> GuestResult<()> {
+async fn apply_entry(
+    session: &mut Session,
+    kind: wit::BatchKind,
+    mut e: Entry,
+) -> GuestResult<()> {
     let Session {
         cfg,
         pipeline,
@@ -330,20 +332,28 @@ async fn apply_entry(session: &mut Session, kind: wit::BatchKind, e: Entry) -> G
         paused,
     } = session;
     let name = e.desc.qualified();
+    // Paused tables are recorded under the name operators type: schema.table.
+    let plain = format!("{}.{}", e.desc.namespace, e.desc.name);
     if e.change.as_ref().is_some_and(|c| c.drop) {
         client
             .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
             .await
             .map_err(|err| pg_error(cfg, &format!("drop {name} like the source"), &err))?;
         tables.forget(&name);
-        unpause(client, cfg, pipeline, paused, &name).await?;
+        unpause(client, cfg, pipeline, paused, &plain).await?;
         return Ok(());
     }
-    if paused.contains(&name) {
-        // A recopy (or a truncate) replaces the table: rebuild it in the source's shape.
-        let replaces = kind == wit::BatchKind::Snapshot && e.first
-            || e.batches.first().is_some_and(starts_with_truncate);
-        if !replaces {
+    if paused.contains(&plain) {
+        // A recopy (or a truncate) replaces the table: rebuild it in the source's shape
+        // and apply what follows the truncate.
+        if kind == wit::BatchKind::Changes {
+            let Some((b, i)) = last_truncate(&e.batches) else {
+                return Ok(());
+            };
+            let mut rest: Vec<RecordBatch> = e.batches.split_off(b);
+            rest[0] = rest[0].slice(i, rest[0].num_rows() - i);
+            e.batches = rest;
+        } else if !(kind == wit::BatchKind::Snapshot && e.first) {
             return Ok(());
         }
         client
@@ -351,7 +361,7 @@ async fn apply_entry(session: &mut Session, kind: wit::BatchKind, e: Entry) -> G
             .await
             .map_err(|err| pg_error(cfg, &format!("recreate paused table {name}"), &err))?;
         tables.forget(&name);
-        unpause(client, cfg, pipeline, paused, &name).await?;
+        unpause(client, cfg, pipeline, paused, &plain).await?;
     }
     client
         .batch_execute("SAVEPOINT culvert_schema")
@@ -371,20 +381,20 @@ async fn apply_entry(session: &mut Session, kind: wit::BatchKind, e: Entry) -> G
             .map_err(|err| pg_error(cfg, "rollback to savepoint", &err))?;
         tables.forget(&name);
         let reason = format!(
-            "{}; the table is paused and its changes are skipped. Fix the target table by hand or drop it, then run `culvert-agent resync --config FILE --table {}.{}` to copy it again",
+            "{}; the table is paused and its changes are skipped. Fix the target table by hand or drop it, then run `culvert-agent resync --pipeline FILE --table {}.{}` to copy it again",
             err.message, e.desc.namespace, e.desc.name
         );
         client
             .execute(
                 "INSERT INTO _culvert.paused (pipeline, table_name, reason) VALUES ($1, $2, $3)
                  ON CONFLICT (pipeline, table_name) DO UPDATE SET reason = EXCLUDED.reason, paused_at = now()",
-                &[&*pipeline, &name, &reason],
+                &[&*pipeline, &plain, &reason],
             )
             .await
             .map_err(|err| pg_error(cfg, "record a paused table", &err))?;
-        paused.insert(name.clone());
+        paused.insert(plain.clone());
         gauge_set("paused_tables", paused.len() as f64);
-        log(Level::Error, &format!("table {name} paused: {reason}"));
+        log(Level::Error, &format!("table {plain} paused: {reason}"));
         return Ok(());
     }
     for (i, rb) in e.batches.iter().enumerate() {
