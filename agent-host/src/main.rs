@@ -126,7 +126,9 @@ async fn run(cli: Cli) -> Result<()> {
             let mut refs = Vec::with_capacity(tables.len());
             for t in &tables {
                 let Some((ns, name)) = t.split_once('.') else {
-                    anyhow::bail!("--table {t}: write the table as schema.name, for example public.orders");
+                    anyhow::bail!(
+                        "--table {t}: write the table as schema.name, for example public.orders"
+                    );
                 };
                 refs.push((ns.to_string(), name.to_string()));
             }

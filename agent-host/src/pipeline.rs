@@ -254,7 +254,9 @@ impl Sides {
         let selection = self.selection();
         let tables: Vec<source::culvert::connector::types::TableRef> = tables
             .into_iter()
-            .map(|(namespace, name)| source::culvert::connector::types::TableRef { namespace, name })
+            .map(
+                |(namespace, name)| source::culvert::connector::types::TableRef { namespace, name },
+            )
             .collect();
         inst.call("resync", |s, w| async move {
             w.culvert_connector_source_connector()

@@ -86,12 +86,16 @@ pub fn difference(src: &Cluster, dst: &Cluster, table: &str) -> Option<String> {
     let a = columns(src, "app", table);
     let b = columns(dst, "replica", table);
     if a != b {
-        return Some(format!("{table}: columns differ: source {a:?}, target {b:?}"));
+        return Some(format!(
+            "{table}: columns differ: source {a:?}, target {b:?}"
+        ));
     }
     let (a, b) = (src.dump("app", table), dst.dump("replica", table));
     (a != b).then(|| {
-        let only_src: Vec<&str> = a.lines().filter(|l| !b.contains(l)).take(3).collect();
-        let only_dst: Vec<&str> = b.lines().filter(|l| !a.contains(l)).take(3).collect();
+        let (sa, sb): (std::collections::HashSet<&str>, std::collections::HashSet<&str>) =
+            (a.lines().collect(), b.lines().collect());
+        let only_src: Vec<&str> = a.lines().filter(|l| !sb.contains(l)).take(3).collect();
+        let only_dst: Vec<&str> = b.lines().filter(|l| !sa.contains(l)).take(3).collect();
         format!(
             "{table}: rows differ: source {} rows, target {} rows; only at the source {only_src:?}; only at the target {only_dst:?}",
             a.lines().count(),

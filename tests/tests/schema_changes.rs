@@ -74,7 +74,10 @@ fn every_kind_of_ddl_interleaved_with_dml_replicates_exactly() {
         "twice renamed"
     );
     assert_eq!(
-        dst.sql("replica", "SELECT count(*) FROM items WHERE note2 IS NOT NULL"),
+        dst.sql(
+            "replica",
+            "SELECT count(*) FROM items WHERE note2 IS NOT NULL"
+        ),
         src.sql("app", "SELECT count(*) FROM items WHERE note2 IS NOT NULL")
     );
     assert!(agent.exited().is_none(), "{}", agent.log());
@@ -117,7 +120,10 @@ fn a_change_the_target_cannot_take_pauses_only_that_table() {
 
     // The documented way forward: fix the target, then copy the table again.
     dst.sql("replica", "DROP VIEW order_qty");
-    src.sql("app", "UPDATE orders SET note = 'while paused' WHERE id < 50");
+    src.sql(
+        "app",
+        "UPDATE orders SET note = 'while paused' WHERE id < 50",
+    );
     let (ok, out) = resync(&work, &["public.orders"]);
     assert!(ok, "resync failed: {out}");
     agent.wait_clean(120, "the paused table to be copied again", || {

@@ -281,7 +281,11 @@ pub async fn describe_stream_table(
     oid: u32,
     columns: &[StreamColumn],
 ) -> GuestResult<Option<CatalogTable>> {
-    let Some(mut current) = load_tables(client, cfg, Some(oid)).await?.into_iter().next() else {
+    let Some(mut current) = load_tables(client, cfg, Some(oid))
+        .await?
+        .into_iter()
+        .next()
+    else {
         return Ok(None);
     };
     if columns.is_empty() {

@@ -231,7 +231,8 @@ impl ChangeStream {
     }
 
     fn position(&self, stage: Stage) -> Position {
-        let mut tables: Vec<TableRanges> = self.backfills.iter().map(|b| b.ranges.clone()).collect();
+        let mut tables: Vec<TableRanges> =
+            self.backfills.iter().map(|b| b.ranges.clone()).collect();
         tables.sort();
         Position { stage, tables }
     }
@@ -255,7 +256,10 @@ impl ChangeStream {
                     return self.emit(false).map(Some);
                 }
             }
-            if in_txn && self.rows_pending >= max_rows && !self.txn.as_ref().is_some_and(|t| t.whole) {
+            if in_txn
+                && self.rows_pending >= max_rows
+                && !self.txn.as_ref().is_some_and(|t| t.whole)
+            {
                 return self.emit(true).map(Some);
             }
             if !in_txn {
@@ -308,10 +312,7 @@ impl ChangeStream {
     }
 
     fn advance(&mut self, lsn: u64) {
-        let pos = Stage::Changes {
-            lsn,
-            seq: u64::MAX,
-        };
+        let pos = Stage::Changes { lsn, seq: u64::MAX };
         if pos > self.last_position {
             self.last_position = pos;
         }
@@ -468,15 +469,13 @@ impl ChangeStream {
                 // count (a backfill it started), its rows do not.
                 let skipped = txn.step();
                 match prefix.as_str() {
-                    DDL_PREFIX => {
-                        match ddl_capture::parse(&content) {
-                            Ok(ev) => self.ddl(ev, skipped).await?,
-                            Err(e) => log(
-                                Level::Warn,
-                                &format!("ignoring a schema change message that does not parse: {e}"),
-                            ),
-                        }
-                    }
+                    DDL_PREFIX => match ddl_capture::parse(&content) {
+                        Ok(ev) => self.ddl(ev, skipped).await?,
+                        Err(e) => log(
+                            Level::Warn,
+                            &format!("ignoring a schema change message that does not parse: {e}"),
+                        ),
+                    },
                     WATERMARK_PREFIX if !skipped => self.watermark(&content)?,
                     REQUEST_PREFIX => self.request(&content).await?,
                     _ => {}
@@ -630,7 +629,10 @@ impl ChangeStream {
             // table's single chunk carries its own truncate.
             self.truncate_row(oid)?;
         }
-        let txn = self.txn.as_mut().expect("backfills start inside a transaction");
+        let txn = self
+            .txn
+            .as_mut()
+            .expect("backfills start inside a transaction");
         txn.ops.push(BackfillOp::Start(Backfill {
             oid,
             ranges: TableRanges {
@@ -688,7 +690,10 @@ impl ChangeStream {
 
     /// A schema change captured by the event triggers, in stream order.
     async fn ddl(&mut self, ev: DdlEvent, skipped: bool) -> GuestResult<()> {
-        let tracked = self.relations.get(&ev.relid).is_some_and(|r| r.desc.is_some());
+        let tracked = self
+            .relations
+            .get(&ev.relid)
+            .is_some_and(|r| r.desc.is_some());
         if ev.dropped {
             if (tracked || self.selected(&ev.namespace, &ev.name)) && !skipped {
                 self.flush_relation(ev.relid)?;
@@ -708,7 +713,10 @@ impl ChangeStream {
                 }
                 log(
                     Level::Info,
-                    &format!("table {}.{} was dropped at the source", ev.namespace, ev.name),
+                    &format!(
+                        "table {}.{} was dropped at the source",
+                        ev.namespace, ev.name
+                    ),
                 );
             }
             return Ok(());
@@ -718,10 +726,16 @@ impl ChangeStream {
         }
         if !self.in_publication(ev.relid).await? {
             // A new table: publish it, then copy what it already holds.
-            if describe_stream_table(&self.catalog, &self.cfg, ev.relid, &[])
-                .await?
-                .is_none()
-            {
+            let Some(table) =
+                describe_stream_table(&self.catalog, &self.cfg, ev.relid, &[]).await?
+            else {
+                return Ok(());
+            };
+            if let Err(e) = table.ensure_replicable() {
+                log(
+                    Level::Warn,
+                    &format!("new table: {}; it is left out", e.message),
+                );
                 return Ok(());
             }
             let sql = format!(
@@ -736,7 +750,10 @@ impl ChangeStream {
                 .map_err(|e| pg_error(&self.cfg, "add a new table to the publication", &e))?;
             log(
                 Level::Info,
-                &format!("new table {}.{} matches the selection", ev.namespace, ev.name),
+                &format!(
+                    "new table {}.{} matches the selection",
+                    ev.namespace, ev.name
+                ),
             );
             return self.start_backfill(ev.relid, &ev.namespace, &ev.name).await;
         }
@@ -760,7 +777,8 @@ impl ChangeStream {
                     ev.namespace, ev.name
                 ),
             );
-            self.start_backfill(ev.relid, &ev.namespace, &ev.name).await?;
+            self.start_backfill(ev.relid, &ev.namespace, &ev.name)
+                .await?;
         }
         Ok(())
     }
@@ -794,14 +812,20 @@ impl ChangeStream {
         table.ensure_replicable()?;
         self.flush_relation(oid)?;
         if known || ddl.is_some() {
-            let marker = RowsBuilder::changes(&table.desc).finish().map_err(internal)?;
+            let marker = RowsBuilder::changes(&table.desc)
+                .finish()
+                .map_err(internal)?;
             let ipc = ipc_with(marker, ddl.as_ref())?;
             self.flushed.push((table.desc.clone(), 0, ipc));
         }
         if !self.order.contains(&oid) {
             self.order.push(oid);
         }
-        let map = self.relations.remove(&oid).map(|r| r.map).unwrap_or_default();
+        let map = self
+            .relations
+            .remove(&oid)
+            .map(|r| r.map)
+            .unwrap_or_default();
         self.relations.insert(
             oid,
             RelState {

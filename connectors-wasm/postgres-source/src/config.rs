@@ -113,6 +113,13 @@ pub const SPEC: &str = r#"{
   "additionalProperties": true
 }"#;
 
+/// Whether a table is named exactly (not only matched by a wildcard) by one of the globs.
+pub fn named(globs: &[String], namespace: &str, name: &str) -> bool {
+    globs
+        .iter()
+        .any(|g| !g.contains(['*', '?']) && matches(g, namespace, name))
+}
+
 /// Whether `namespace.name` matches a schema-qualified glob (`*` and `?` wildcards).
 pub fn matches(glob: &str, namespace: &str, name: &str) -> bool {
     let (gs, gt) = glob.split_once('.').unwrap_or(("public", glob));

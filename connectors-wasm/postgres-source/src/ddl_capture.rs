@@ -191,7 +191,10 @@ pub async fn install(client: &Client, cfg: &PgConnectConfig) -> GuestResult<bool
     .await;
     match result {
         Ok(()) => {
-            log(Level::Info, "installed schema change capture (event triggers culvert_ddl_end, culvert_ddl_drop)");
+            log(
+                Level::Info,
+                "installed schema change capture (event triggers culvert_ddl_end, culvert_ddl_drop)",
+            );
             Ok(true)
         }
         Err(e) => {

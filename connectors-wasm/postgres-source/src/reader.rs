@@ -16,7 +16,7 @@ use tokio_postgres::Client;
 use crate::backfill::{self, Request};
 use crate::catalog::{CatalogTable, load_tables, select};
 use crate::changes::{ChangeStream, StreamStart};
-use crate::config::SourceConfig;
+use crate::config::{SourceConfig, named};
 use crate::culvert::connector::host::Level;
 use crate::exports::culvert::connector::source_connector::GuestReader;
 use crate::snapshot::{Chunk, SnapshotPlan};
@@ -152,7 +152,10 @@ async fn open(
             stage: Stage::Snapshot { generation, .. },
             tables: finished,
         }) if !finished.is_empty() && slot_usable(&client, &cfg).await? => {
-            resume_snapshot(&client, &cfg, &globs, &tables, generation, finished, &resolve).await?
+            resume_snapshot(
+                &client, &cfg, &globs, &tables, generation, finished, &resolve,
+            )
+            .await?
         }
         _ => start_snapshot(&client, &cfg, tables, &resolve).await?,
     };
@@ -180,7 +183,20 @@ async fn prepare(
     }
     let client = connect(&cfg.conn, "culvert catalog", &**resolve).await?;
     crate::ddl_capture::install(&client, &cfg.conn).await?;
-    let tables = select(load_tables(&client, &cfg.conn, None).await?, &globs);
+    let mut tables = select(load_tables(&client, &cfg.conn, None).await?, &globs);
+    // A table only a wildcard matched is left out with a warning; one named exactly
+    // must replicate.
+    let mut kept = Vec::with_capacity(tables.len());
+    for t in tables {
+        match t.ensure_replicable() {
+            Ok(()) => kept.push(t),
+            Err(e) if !named(&globs, &t.desc.namespace, &t.desc.name) => {
+                log(Level::Warn, &format!("{}; it is left out", e.message));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    tables = kept;
     if tables.is_empty() {
         return Err(GuestError::new(
             ErrorKind::Config,
@@ -189,9 +205,6 @@ async fn prepare(
                 cfg.conn.database, globs
             ),
         ));
-    }
-    for t in &tables {
-        t.ensure_replicable()?;
     }
     Ok((cfg, globs, client, tables))
 }
@@ -387,13 +400,15 @@ async fn slot_status(client: &Client, cfg: &SourceConfig) -> GuestResult<Option<
 }
 
 async fn slot_usable(client: &Client, cfg: &SourceConfig) -> GuestResult<bool> {
-    Ok(slot_status(client, cfg)
-        .await?
-        .is_some_and(|s| s != "lost"))
+    Ok(slot_status(client, cfg).await?.is_some_and(|s| s != "lost"))
 }
 
 /// Error on a missing or invalidated slot, or rebuild it when configured to.
-async fn slot_ready(client: &Client, cfg: &SourceConfig, tables: &[CatalogTable]) -> GuestResult<()> {
+async fn slot_ready(
+    client: &Client,
+    cfg: &SourceConfig,
+    tables: &[CatalogTable],
+) -> GuestResult<()> {
     let err = match slot_status(client, cfg).await? {
         None => crate::slot::missing(&cfg.slot),
         Some(s) if s == "lost" => crate::slot::lost(&cfg.slot),
@@ -402,13 +417,20 @@ async fn slot_ready(client: &Client, cfg: &SourceConfig, tables: &[CatalogTable]
     if !cfg.resync_on_slot_loss {
         return Err(err);
     }
-    log(Level::Warn, &format!("{}; resyncing as configured", err.message));
+    log(
+        Level::Warn,
+        &format!("{}; resyncing as configured", err.message),
+    );
     rebuild(client, cfg, tables).await?;
     Ok(())
 }
 
 /// Replace a missing or invalidated slot and copy every selected table again.
-async fn rebuild(client: &Client, cfg: &SourceConfig, tables: &[CatalogTable]) -> GuestResult<String> {
+async fn rebuild(
+    client: &Client,
+    cfg: &SourceConfig,
+    tables: &[CatalogTable],
+) -> GuestResult<String> {
     if slot_status(client, cfg).await?.is_some() {
         crate::slot::drop_slot(client, &cfg.conn, &cfg.slot).await?;
     }
@@ -418,7 +440,13 @@ async fn rebuild(client: &Client, cfg: &SourceConfig, tables: &[CatalogTable]) -
             &[&cfg.slot],
         )
         .await
-        .map_err(|e| pg_error(&cfg.conn, &format!("create replication slot `{}`", cfg.slot), &e))?;
+        .map_err(|e| {
+            pg_error(
+                &cfg.conn,
+                &format!("create replication slot `{}`", cfg.slot),
+                &e,
+            )
+        })?;
     let created: String = row.get(0);
     backfill::request(
         client,
@@ -453,10 +481,15 @@ pub async fn resync(
     }
     let mut chosen = Vec::new();
     for (ns, name) in &only {
-        if !tables.iter().any(|t| t.desc.namespace == *ns && t.desc.name == *name) {
+        if !tables
+            .iter()
+            .any(|t| t.desc.namespace == *ns && t.desc.name == *name)
+        {
             return Err(GuestError::new(
                 ErrorKind::Config,
-                format!("table {ns}.{name} is not in this pipeline's selection (or does not exist); check `tables`"),
+                format!(
+                    "table {ns}.{name} is not in this pipeline's selection (or does not exist); check `tables`"
+                ),
             ));
         }
         chosen.push((ns.clone(), name.clone()));

@@ -118,12 +118,7 @@ pub async fn drop_slot(client: &Client, cfg: &PgConnectConfig, slot: &str) -> Gu
 }
 
 /// Warn once per crossing of the warning bound.
-pub fn check_bounds(
-    s: &SlotStats,
-    slot: &str,
-    warn_bytes: Option<u64>,
-    warned: &mut bool,
-) {
+pub fn check_bounds(s: &SlotStats, slot: &str, warn_bytes: Option<u64>, warned: &mut bool) {
     match warn_bytes {
         Some(w) if s.retained_bytes > w => {
             if !*warned {

@@ -48,7 +48,6 @@ pub struct SnapshotPlan {
     pub range_pages: u64,
 }
 
-
 /// A unit of copy work: a table, or a range of its heap pages (`[start, end)`, open-ended when `end` is `None`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Work {
@@ -93,7 +92,8 @@ pub fn start(plan: SnapshotPlan, resolve: Resolver) -> mpsc::Receiver<GuestResul
     crate::culvert::connector::host::gauge_set("snapshot_tables_total", plan.tables.len() as f64);
     let workers = plan.workers.max(1);
     let (tx, rx) = mpsc::channel(workers + 1);
-    let queue: Arc<Mutex<VecDeque<Work>>> = Arc::new(Mutex::new(plan_work(&plan.pages, plan.range_pages).into()));
+    let queue: Arc<Mutex<VecDeque<Work>>> =
+        Arc::new(Mutex::new(plan_work(&plan.pages, plan.range_pages).into()));
     let plan = Arc::new(plan);
     tokio::spawn(async move {
         for (index, table) in plan.tables.iter().enumerate() {

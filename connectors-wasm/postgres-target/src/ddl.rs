@@ -50,7 +50,11 @@ impl Tables {
         cfg: &PgConnectConfig,
         desc: &TableDesc,
     ) -> GuestResult<()> {
-        if self.known.get(&desc.qualified()).is_some_and(|t| t.desc == *desc) {
+        if self
+            .known
+            .get(&desc.qualified())
+            .is_some_and(|t| t.desc == *desc)
+        {
             return Ok(());
         }
         client
@@ -198,7 +202,10 @@ async fn target_columns(
         )
         .await;
     client
-        .query_one("SELECT pg_catalog.set_config('search_path', $1, true)", &[&path])
+        .query_one(
+            "SELECT pg_catalog.set_config('search_path', $1, true)",
+            &[&path],
+        )
         .await
         .map_err(|e| ddl_error(cfg, desc, "restore search_path", &e))?;
     let rows = rows.map_err(|e| ddl_error(cfg, desc, "read columns", &e))?;
@@ -274,7 +281,11 @@ async fn create_table(client: &Client, cfg: &PgConnectConfig, desc: &TableDesc) 
 }
 
 /// The statements that turn the target's columns into the source's.
-fn evolve_sql(desc: &TableDesc, existing: &[Existing], change: Option<&SchemaChange>) -> Vec<String> {
+fn evolve_sql(
+    desc: &TableDesc,
+    existing: &[Existing],
+    change: Option<&SchemaChange>,
+) -> Vec<String> {
     let t = desc.qualified();
     let mut names: Vec<String> = existing.iter().map(|e| e.name.clone()).collect();
     let mut out = Vec::new();
@@ -405,14 +416,20 @@ async fn ensure_key(client: &Client, cfg: &PgConnectConfig, desc: &TableDesc) ->
     let t = desc.qualified();
     if let Some(name) = name {
         client
-            .batch_execute(&format!("ALTER TABLE {t} DROP CONSTRAINT {}", quote_ident(&name)))
+            .batch_execute(&format!(
+                "ALTER TABLE {t} DROP CONSTRAINT {}",
+                quote_ident(&name)
+            ))
             .await
             .map_err(|e| ddl_error(cfg, desc, "drop the old primary key", &e))?;
     }
     if !wanted.is_empty() {
         let cols: Vec<String> = wanted.iter().map(|c| quote_ident(c)).collect();
         client
-            .batch_execute(&format!("ALTER TABLE {t} ADD PRIMARY KEY ({})", cols.join(", ")))
+            .batch_execute(&format!(
+                "ALTER TABLE {t} ADD PRIMARY KEY ({})",
+                cols.join(", ")
+            ))
             .await
             .map_err(|e| ddl_error(cfg, desc, "add the new primary key", &e))?;
     }

@@ -16,8 +16,8 @@ use tokio_postgres::Client;
 use crate::apply::{apply_changes, apply_snapshot};
 use crate::culvert::connector::host::{Level, gauge_set};
 use crate::ddl::{SchemaChange, Tables};
-use crate::log;
 use crate::exports::culvert::connector::destination_connector::GuestWriter;
+use crate::log;
 use crate::{Resolver, resolver, runtime, to_wit, wit};
 
 /// Schema metadata key of a table-rows entry that carries a schema change.
@@ -174,9 +174,8 @@ fn decode(namespace: &str, name: &str, first: bool, ipc: &[u8]) -> GuestResult<O
         return Ok(None);
     };
     let schema = head.schema();
-    let mut desc = table_from_schema(&schema).map_err(|e| {
-        GuestError::new(ErrorKind::Internal, format!("{namespace}.{name}: {e}"))
-    })?;
+    let mut desc = table_from_schema(&schema)
+        .map_err(|e| GuestError::new(ErrorKind::Internal, format!("{namespace}.{name}: {e}")))?;
     desc.namespace = namespace.to_string();
     desc.name = name.to_string();
     let change = match schema.metadata().get(DDL_METADATA) {
@@ -286,7 +285,10 @@ async fn apply(session: &mut Session, batch: wit::Batch) -> GuestResult<Vec<u8>>
         if !held.is_empty() {
             session
                 .client
-                .execute("DELETE FROM _culvert.pending WHERE pipeline = $1", &[&pipeline])
+                .execute(
+                    "DELETE FROM _culvert.pending WHERE pipeline = $1",
+                    &[&pipeline],
+                )
                 .await
                 .map_err(|e| pg_error(&cfg, "clear held parts of a transaction", &e))?;
         }
@@ -315,15 +317,14 @@ async fn apply(session: &mut Session, batch: wit::Batch) -> GuestResult<Vec<u8>>
 fn last_truncate(batches: &[RecordBatch]) -> Option<(usize, usize)> {
     batches.iter().enumerate().rev().find_map(|(b, rb)| {
         let ops = rb.column(0).as_any().downcast_ref::<StringArray>()?;
-        (0..ops.len()).rev().find(|&i| ops.value(i) == "T").map(|i| (b, i))
+        (0..ops.len())
+            .rev()
+            .find(|&i| ops.value(i) == "T")
+            .map(|i| (b, i))
     })
 }
 
-async fn apply_entry(
-    session: &mut Session,
-    kind: wit::BatchKind,
-    mut e: Entry,
-) -> GuestResult<()> {
+async fn apply_entry(session: &mut Session, kind: wit::BatchKind, mut e: Entry) -> GuestResult<()> {
     let Session {
         cfg,
         pipeline,
