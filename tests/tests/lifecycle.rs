@@ -39,6 +39,7 @@ fn metrics_addr() -> std::net::SocketAddr {
 }
 
 /// Writes small transactions into `table (id int PRIMARY KEY, v text)` until stopped.
+/// Also updates an older row without touching its other (possibly large) columns.
 fn load(src: &Cluster, table: &str, stop: &AtomicBool, from: i64) -> i64 {
     let mut i = from;
     while !stop.load(Ordering::Relaxed) {
@@ -46,9 +47,10 @@ fn load(src: &Cluster, table: &str, stop: &AtomicBool, from: i64) -> i64 {
             "app",
             &format!(
                 "BEGIN;
-                 INSERT INTO {table} VALUES ({i}, 'v{i}') ON CONFLICT (id) DO UPDATE SET v = 'again';
+                 INSERT INTO {table} (id, v) VALUES ({i}, 'v{i}') ON CONFLICT (id) DO UPDATE SET v = 'again';
                  UPDATE {table} SET v = 'u{i}' WHERE id = {i} - 5;
                  DELETE FROM {table} WHERE id = {i} - 9;
+                 UPDATE {table} SET v = 'p{i}' WHERE id = ({i} * 7919) % 20000;
                  COMMIT;"
             ),
         );
@@ -176,8 +178,10 @@ fn a_table_added_while_a_write_load_runs_is_copied_exactly() {
     src.sql(
         "app",
         "CREATE TABLE a (id int PRIMARY KEY, v text);
-         CREATE TABLE b (id int PRIMARY KEY, v text);
-         INSERT INTO b SELECT g, 'b' || g FROM generate_series(1, 60000) g;",
+         CREATE TABLE b (id int PRIMARY KEY, v text, big text);
+         INSERT INTO b SELECT g, 'b' || g,
+                CASE WHEN g % 10 = 0 THEN (SELECT string_agg(md5(g::text || s::text), '') FROM generate_series(1, 100) s) END
+           FROM generate_series(1, 20000) g;",
     );
     let (work, text) = pipeline(
         "addtable",

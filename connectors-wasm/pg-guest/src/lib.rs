@@ -7,6 +7,7 @@ use tokio::net::TcpStream;
 use tokio_postgres::config::SslMode as DriverSslMode;
 use tokio_postgres::{Client, NoTls};
 
+pub mod raw;
 mod tls;
 
 pub use tls::{PgStream, SslMode};

@@ -12,6 +12,7 @@ use culvert_pg_arrow::ipc::to_ipc;
 use culvert_pg_arrow::pgoutput::{PgOutputMessage, Relation, TupleValue, parse_message};
 use culvert_pg_arrow::position::{Position, Stage, TableRanges};
 use culvert_pg_arrow::types::{TableDesc, quote_ident};
+use culvert_pg_guest::raw::{RawCell, RawValue};
 use culvert_pg_guest::{ErrorKind, GuestError, GuestResult, PgConnectConfig, PgStream, pg_error};
 use culvert_pg_replication::{ReplicationConnection, ReplicationMessage};
 use tokio_postgres::Client;
@@ -427,6 +428,12 @@ impl ChangeStream {
                 relation, old, new, ..
             } => {
                 let mut new = new;
+                if new.iter().any(|v| matches!(v, TupleValue::Unchanged))
+                    && self.backfills.iter().any(|b| b.oid == relation)
+                    && let Some(full) = self.fetch_row(relation, &new).await?
+                {
+                    new = full;
+                }
                 if let Some(old) = &old {
                     // A full old image fills values the new image left out as unchanged.
                     for (n, o) in new.iter_mut().zip(old) {
@@ -484,6 +491,71 @@ impl ChangeStream {
             PgOutputMessage::Origin { .. } | PgOutputMessage::Type { .. } => {}
         }
         Ok(())
+    }
+
+    /// While a table is copied in the background, a change that left large values out
+    /// may reach a row the destination does not hold yet: read the whole row now (a
+    /// state at or after the change; later changes still apply on top).
+    async fn fetch_row(
+        &self,
+        relation: u32,
+        new: &[TupleValue],
+    ) -> GuestResult<Option<Vec<TupleValue>>> {
+        let Some(state) = self.relations.get(&relation) else {
+            return Ok(None);
+        };
+        let Some(desc) = &state.desc else {
+            return Ok(None);
+        };
+        let key = desc.key_columns();
+        if key.is_empty() {
+            return Ok(None);
+        }
+        let mut by_col: Vec<Option<&TupleValue>> = vec![None; desc.columns.len()];
+        for (i, v) in new.iter().enumerate() {
+            if let Some(Some(c)) = state.map.get(i) {
+                by_col[*c] = Some(v);
+            }
+        }
+        let mut params = Vec::with_capacity(key.len());
+        let mut conds = Vec::with_capacity(key.len());
+        for (n, &k) in key.iter().enumerate() {
+            match by_col[k] {
+                Some(TupleValue::Binary(b)) => params.push(RawValue(Some(b.to_vec()))),
+                _ => return Ok(None),
+            }
+            conds.push(format!("{} = ${}", quote_ident(&desc.columns[k].name), n + 1));
+        }
+        let cols: Vec<String> = desc.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {}",
+            cols.join(", "),
+            desc.qualified(),
+            conds.join(" AND ")
+        );
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let Some(row) = self
+            .catalog
+            .query_opt(sql.as_str(), &refs)
+            .await
+            .map_err(|e| pg_error(&self.cfg, "read a changed row while copying its table", &e))?
+        else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(new.len());
+        for i in 0..new.len() {
+            out.push(match state.map.get(i) {
+                Some(Some(c)) => match row.get::<_, RawCell>(*c).0 {
+                    Some(b) => TupleValue::Binary(b.into()),
+                    None => TupleValue::Null,
+                },
+                _ => new[i].clone(),
+            });
+        }
+        Ok(Some(out))
     }
 
     fn apply_op(&mut self, op: BackfillOp) {

@@ -15,7 +15,7 @@ use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
 use crate::ddl::{Tables, TargetTable};
-use crate::raw::RawValue;
+use culvert_pg_guest::raw::RawValue;
 
 fn encode_err(desc: &TableDesc, e: impl std::fmt::Display) -> GuestError {
     GuestError::new(

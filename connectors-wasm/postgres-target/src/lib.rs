@@ -7,7 +7,6 @@
 
 mod apply;
 mod ddl;
-mod raw;
 mod writer;
 
 use std::sync::Arc;

@@ -28,3 +28,24 @@ impl ToSql for RawValue {
 
     to_sql_checked!();
 }
+
+/// A result column kept in binary receive format, whatever its type.
+#[derive(Debug)]
+pub struct RawCell(pub Option<Vec<u8>>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawCell {
+    fn from_sql(
+        _ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawCell(Some(raw.to_vec())))
+    }
+
+    fn from_sql_null(_ty: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawCell(None))
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+}
