@@ -472,6 +472,14 @@ async fn source_loop(
     let mut last_ack = tokio::time::Instant::now();
     let mut current = Some(source);
     let mut failed_at: Option<tokio::time::Instant> = None;
+    // The source answered again after a failure: report how long recovery took.
+    let resumed = |failed_at: &mut Option<tokio::time::Instant>| {
+        if let Some(at) = failed_at.take() {
+            let took = at.elapsed().as_secs_f64();
+            metrics.resume_seconds.get_or_create(&pipeline).set(took);
+            tracing::info!(pipeline = %cfg.name, seconds = took, "source resumed");
+        }
+    };
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -518,19 +526,11 @@ async fn source_loop(
                     progress.lag_bytes.store(batch.lag_bytes, Ordering::Relaxed);
                     position = Some(batch.position);
                     attempt = 0;
-                    if let Some(at) = failed_at.take() {
-                        let took = at.elapsed().as_secs_f64();
-                        metrics.resume_seconds.get_or_create(&pipeline).set(took);
-                        tracing::info!(pipeline = %cfg.name, seconds = took, "source resumed");
-                    }
+                    resumed(&mut failed_at);
                 }
                 Ok(None) => {
                     attempt = 0;
-                    if let Some(at) = failed_at.take() {
-                        let took = at.elapsed().as_secs_f64();
-                        metrics.resume_seconds.get_or_create(&pipeline).set(took);
-                        tracing::info!(pipeline = %cfg.name, seconds = took, "source resumed");
-                    }
+                    resumed(&mut failed_at);
                 }
                 Err(e) => step = Err(e),
             }

@@ -37,6 +37,20 @@ pub fn replicate(
     dst: &Cluster,
     tables: &[&str],
 ) -> (std::path::PathBuf, String, Agent) {
+    let (work, pipeline) = pipeline_in_workdir(name, src, dst, tables, "");
+    let agent = Agent::run(&work, &pipeline, &[]);
+    (work, pipeline, agent)
+}
+
+/// A work directory and the text of a pipeline from `app` on `src` to `replica` on
+/// `dst`, with extra `[source]` settings.
+pub fn pipeline_in_workdir(
+    name: &str,
+    src: &Cluster,
+    dst: &Cluster,
+    tables: &[&str],
+    source_settings: &str,
+) -> (std::path::PathBuf, String) {
     let work = workdir(name);
     let pipeline = agent::pipeline_toml(
         name,
@@ -47,8 +61,7 @@ pub fn replicate(
         tables,
         &work.join("buffer"),
     );
-    let agent = Agent::run(&work, &pipeline, &[]);
-    (work, pipeline, agent)
+    (work, with_source_settings(&pipeline, source_settings))
 }
 
 /// `GET path` from `addr` over plain HTTP/1.1; returns the body.

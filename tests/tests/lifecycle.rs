@@ -4,34 +4,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use culvert_tests::agent::pipeline_toml;
 use culvert_tests::cluster::free_port;
 use culvert_tests::{
-    Agent, Cluster, difference, http_get, metric, resync, wait_until, with_source_settings, workdir,
+    Agent, Cluster, difference, http_get, metric, pipeline_in_workdir, resync, wait_until,
 };
 
 fn all_same(src: &Cluster, dst: &Cluster, tables: &[&str]) -> Option<String> {
     tables.iter().find_map(|t| difference(src, dst, t))
-}
-
-fn pipeline(
-    name: &str,
-    src: &Cluster,
-    dst: &Cluster,
-    tables: &[&str],
-    source: &str,
-) -> (std::path::PathBuf, String) {
-    let work = workdir(name);
-    let text = pipeline_toml(
-        name,
-        src.port,
-        "app",
-        dst.port,
-        "replica",
-        tables,
-        &work.join("buffer"),
-    );
-    (work, with_source_settings(&text, source))
 }
 
 fn metrics_addr() -> std::net::SocketAddr {
@@ -73,7 +52,7 @@ fn an_idle_tables_slot_keeps_advancing_while_other_tables_write() {
         "CREATE TABLE quiet (id int PRIMARY KEY, v text); INSERT INTO quiet VALUES (1, 'q');
          CREATE TABLE busy (id int PRIMARY KEY, v text);",
     );
-    let (work, text) = pipeline(
+    let (work, text) = pipeline_in_workdir(
         "idle",
         &src,
         &dst,
@@ -126,7 +105,7 @@ fn an_invalidated_slot_is_reported_and_resync_rebuilds_an_exact_replica() {
          CREATE TABLE k (a int, b text); ALTER TABLE k REPLICA IDENTITY FULL;
          INSERT INTO k SELECT g % 10, 'k' FROM generate_series(1, 100) g;",
     );
-    let (work, text) = pipeline("lost", &src, &dst, &["public.*"], "");
+    let (work, text) = pipeline_in_workdir("lost", &src, &dst, &["public.*"], "");
     let mut agent = Agent::run(&work, &text, &[]);
     agent.wait_clean(60, "the snapshot", || all_same(&src, &dst, &["t", "k"]));
     agent.kill9();
@@ -183,7 +162,7 @@ fn a_table_added_while_a_write_load_runs_is_copied_exactly() {
                 CASE WHEN g % 10 = 0 THEN (SELECT string_agg(md5(g::text || s::text), '') FROM generate_series(1, 100) s) END
            FROM generate_series(1, 20000) g;",
     );
-    let (work, text) = pipeline(
+    let (work, text) = pipeline_in_workdir(
         "addtable",
         &src,
         &dst,
@@ -237,7 +216,7 @@ fn a_crash_mid_snapshot_resumes_after_the_finished_ranges() {
              INSERT INTO big SELECT g, md5(g::text), repeat('p', 100) FROM generate_series(1, {rows}) g;"
         ),
     );
-    let (work, text) = pipeline(
+    let (work, text) = pipeline_in_workdir(
         "resume",
         &src,
         &dst,
@@ -281,7 +260,7 @@ fn a_crash_mid_snapshot_resumes_after_the_finished_ranges() {
 fn a_source_restart_under_load_is_ridden_out() {
     let (src, dst) = Cluster::pair();
     src.sql("app", "CREATE TABLE t (id int PRIMARY KEY, v text)");
-    let (work, text) = pipeline("srcrestart", &src, &dst, &["public.t"], "");
+    let (work, text) = pipeline_in_workdir("srcrestart", &src, &dst, &["public.t"], "");
     let addr = metrics_addr();
     let mut agent = Agent::run(&work, &text, &["--metrics-addr", &addr.to_string()]);
     agent.wait_clean(60, "the snapshot", || all_same(&src, &dst, &["t"]));
@@ -324,7 +303,7 @@ fn a_transaction_larger_than_a_batch_becomes_visible_at_once() {
         "app",
         "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (0, 'seed')",
     );
-    let (work, text) = pipeline("bigtxn", &src, &dst, &["public.t"], "");
+    let (work, text) = pipeline_in_workdir("bigtxn", &src, &dst, &["public.t"], "");
     let mut agent = Agent::run(&work, &text, &[]);
     agent.wait_clean(60, "the snapshot", || all_same(&src, &dst, &["t"]));
     // 60k rows in one transaction, against batches of 5k rows.

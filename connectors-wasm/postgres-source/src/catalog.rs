@@ -151,18 +151,9 @@ fn type_class(typtype: &str) -> &'static str {
     }
 }
 
-/// Load every ordinary table, or only the one with `oid`.
-pub async fn load_tables(
-    client: &Client,
-    cfg: &PgConnectConfig,
-    oid: Option<u32>,
-) -> GuestResult<Vec<CatalogTable>> {
-    // Qualify every non-catalog type name so the target can recreate it.
-    client
-        .batch_execute("SET search_path = ''")
-        .await
-        .map_err(|e| pg_error(cfg, "read catalog", &e))?;
-    let enums: HashMap<u32, EnumDef> = client
+/// Every enum type with its labels in sort order, by OID.
+async fn load_enums(client: &Client, cfg: &PgConnectConfig) -> GuestResult<HashMap<u32, EnumDef>> {
+    Ok(client
         .query(ENUMS_SQL, &[])
         .await
         .map_err(|e| pg_error(cfg, "read enum types", &e))?
@@ -177,7 +168,21 @@ pub async fn load_tables(
                 },
             )
         })
-        .collect();
+        .collect())
+}
+
+/// Load every ordinary table, or only the one with `oid`.
+pub async fn load_tables(
+    client: &Client,
+    cfg: &PgConnectConfig,
+    oid: Option<u32>,
+) -> GuestResult<Vec<CatalogTable>> {
+    // Qualify every non-catalog type name so the target can recreate it.
+    client
+        .batch_execute("SET search_path = ''")
+        .await
+        .map_err(|e| pg_error(cfg, "read catalog", &e))?;
+    let enums = load_enums(client, cfg).await?;
     let rows = client
         .query(TABLES_SQL, &[&oid])
         .await
@@ -298,26 +303,13 @@ pub async fn describe_stream_table(
     let oids: Vec<u32> = columns.iter().map(|c| c.type_oid).collect();
     let mods: Vec<i32> = columns.iter().map(|c| c.typmod).collect();
     let types = client.query(TYPES_SQL, &[&oids, &mods]).await;
-    let enums = client.query(ENUMS_SQL, &[]).await;
+    let enums = load_enums(client, cfg).await;
     client
         .batch_execute("RESET search_path")
         .await
         .map_err(|e| pg_error(cfg, "read catalog", &e))?;
     let types = types.map_err(|e| pg_error(cfg, "read column types", &e))?;
-    let enums: HashMap<u32, EnumDef> = enums
-        .map_err(|e| pg_error(cfg, "read enum types", &e))?
-        .into_iter()
-        .map(|r| {
-            (
-                r.get::<_, u32>(0),
-                EnumDef {
-                    namespace: r.get(1),
-                    name: r.get(2),
-                    labels: r.get(3),
-                },
-            )
-        })
-        .collect();
+    let enums = enums?;
     if types.len() != columns.len() {
         return Err(GuestError::new(
             ErrorKind::State,

@@ -524,7 +524,11 @@ impl ChangeStream {
                 Some(TupleValue::Binary(b)) => params.push(RawValue(Some(b.to_vec()))),
                 _ => return Ok(None),
             }
-            conds.push(format!("{} = ${}", quote_ident(&desc.columns[k].name), n + 1));
+            conds.push(format!(
+                "{} = ${}",
+                quote_ident(&desc.columns[k].name),
+                n + 1
+            ));
         }
         let cols: Vec<String> = desc.columns.iter().map(|c| quote_ident(&c.name)).collect();
         let sql = format!(
@@ -546,13 +550,13 @@ impl ChangeStream {
             return Ok(None);
         };
         let mut out = Vec::with_capacity(new.len());
-        for i in 0..new.len() {
+        for (i, old) in new.iter().enumerate() {
             out.push(match state.map.get(i) {
                 Some(Some(c)) => match row.get::<_, RawCell>(*c).0 {
                     Some(b) => TupleValue::Binary(b.into()),
                     None => TupleValue::Null,
                 },
-                _ => new[i].clone(),
+                _ => old.clone(),
             });
         }
         Ok(Some(out))
@@ -675,7 +679,7 @@ impl ChangeStream {
 
     /// Replace what the destination holds of table `oid` by a background copy.
     async fn start_backfill(&mut self, oid: u32, namespace: &str, name: &str) -> GuestResult<()> {
-        if !self.relations.get(&oid).is_some_and(|r| r.desc.is_some()) {
+        if self.relations.get(&oid).is_none_or(|r| r.desc.is_none()) {
             let Some(table) = describe_stream_table(&self.catalog, &self.cfg, oid, &[]).await?
             else {
                 return Ok(());

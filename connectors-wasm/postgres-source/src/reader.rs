@@ -434,19 +434,27 @@ async fn rebuild(
     if slot_status(client, cfg).await?.is_some() {
         crate::slot::drop_slot(client, &cfg.conn, &cfg.slot).await?;
     }
-    let row = client
+    // A failover slot from PostgreSQL 17 on, like the one the first snapshot creates.
+    let failover = client
         .query_one(
-            "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&cfg.slot],
+            "SELECT current_setting('server_version_num')::int >= 170000",
+            &[],
         )
         .await
-        .map_err(|e| {
-            pg_error(
-                &cfg.conn,
-                &format!("create replication slot `{}`", cfg.slot),
-                &e,
-            )
-        })?;
+        .map_err(|e| pg_error(&cfg.conn, "read the server version", &e))?
+        .get::<_, bool>(0);
+    let sql = if failover {
+        "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+    } else {
+        "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')"
+    };
+    let row = client.query_one(sql, &[&cfg.slot]).await.map_err(|e| {
+        pg_error(
+            &cfg.conn,
+            &format!("create replication slot `{}`", cfg.slot),
+            &e,
+        )
+    })?;
     let created: String = row.get(0);
     backfill::request(
         client,

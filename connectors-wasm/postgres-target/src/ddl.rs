@@ -304,7 +304,7 @@ fn evolve_sql(
         }
     }
     for (e, name) in existing.iter().zip(&names) {
-        if !wanted(name) && !(e.generated && generated(name)) {
+        if !(wanted(name) || e.generated && generated(name)) {
             out.push(format!("ALTER TABLE {t} DROP COLUMN {}", quote_ident(name)));
         }
     }

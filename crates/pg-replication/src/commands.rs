@@ -162,18 +162,27 @@ fn column<'a>(
 }
 
 /// Text of `CREATE_REPLICATION_SLOT` for the given server version.
+/// First server version with failover slots.
+const FAILOVER_VERSION: u32 = 170_000;
+
 pub(crate) fn create_slot_command(
     slot: &str,
     export_snapshot: bool,
     server_version_num: u32,
 ) -> String {
     let slot = quote_identifier(slot);
+    // From PostgreSQL 17 the slot is a failover slot: standbys that synchronize slots
+    // keep it, so replication resumes on a promoted standby.
+    let failover = if server_version_num >= FAILOVER_VERSION {
+        ", FAILOVER true"
+    } else {
+        ""
+    };
     let snapshot = if server_version_num >= GENERIC_OPTIONS_VERSION {
-        if export_snapshot {
-            "(SNAPSHOT 'export')"
-        } else {
-            "(SNAPSHOT 'nothing')"
-        }
+        let mode = if export_snapshot { "export" } else { "nothing" };
+        return format!(
+            "CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput (SNAPSHOT '{mode}'{failover})"
+        );
     } else if export_snapshot {
         "EXPORT_SNAPSHOT"
     } else {
@@ -213,7 +222,7 @@ mod tests {
         );
         assert_eq!(
             create_slot_command("s", false, 170000),
-            "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput (SNAPSHOT 'nothing')"
+            "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput (SNAPSHOT 'nothing', FAILOVER true)"
         );
     }
 
