@@ -54,15 +54,21 @@ fn every_kind_of_ddl_interleaved_with_dml_replicates_exactly() {
         "CREATE TABLE fresh (id int PRIMARY KEY, v text)",
         "INSERT INTO fresh SELECT g, 'f' || g FROM generate_series(1, 500) g",
         "UPDATE fresh SET v = 'changed' WHERE id < 10",
+        "CREATE TABLE moving (id int PRIMARY KEY, v text)",
+        "INSERT INTO moving SELECT g, 'm' FROM generate_series(1, 100) g",
+        "ALTER TABLE moving RENAME TO moved",
+        "UPDATE moved SET v = 'after table rename' WHERE id < 5",
         "DROP TABLE other",
     ] {
         src.sql("app", sql);
     }
     agent.wait_clean(120, "the schema changes to follow", || {
-        all_same(&src, &dst, &["items", "keyless", "fresh"]).or_else(|| {
-            (dst.try_sql("replica", "SELECT to_regclass('public.other') IS NULL")
-                != Ok("t".to_string()))
-            .then(|| "other was not dropped".to_string())
+        all_same(&src, &dst, &["items", "keyless", "fresh", "moved"]).or_else(|| {
+            (dst.try_sql(
+                "replica",
+                "SELECT to_regclass('public.other') IS NULL AND to_regclass('public.moving') IS NULL",
+            ) != Ok("t".to_string()))
+            .then(|| "other or moving was not dropped".to_string())
         })
     });
     if let Some(d) = all_same(&src, &dst, &["items", "keyless", "fresh"]) {

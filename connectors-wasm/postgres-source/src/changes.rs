@@ -606,7 +606,7 @@ impl ChangeStream {
                         log(
                             Level::Info,
                             &format!(
-                                "background copy of {}.{} done",
+                                "background copy of {}.{}: last chunk read; the copy is complete once the destination commits it",
                                 done.ranges.namespace, done.ranges.name
                             ),
                         );
@@ -797,6 +797,23 @@ impl ChangeStream {
             }
             return Ok(());
         }
+        if let Some((pns, pname)) = ev.previous.clone()
+            && (tracked || self.selected(&pns, &pname))
+        {
+            // Renamed or moved: the old table goes, the table under its new name (if it
+            // is still selected) is copied in the background.
+            let dropped = DdlEvent {
+                dropped: true,
+                namespace: pns,
+                name: pname,
+                previous: None,
+                ..ev.clone()
+            };
+            Box::pin(self.ddl(dropped, skipped)).await?;
+            if self.selected(&ev.namespace, &ev.name) && self.in_publication(ev.relid).await? {
+                return self.start_backfill(ev.relid, &ev.namespace, &ev.name).await;
+            }
+        }
         if !self.selected(&ev.namespace, &ev.name) {
             return Ok(());
         }
@@ -814,11 +831,11 @@ impl ChangeStream {
                 );
                 return Ok(());
             }
+            // By its name now: it may have been renamed since this DDL.
             let sql = format!(
-                "ALTER PUBLICATION {} ADD TABLE {}.{}",
+                "ALTER PUBLICATION {} ADD TABLE {}",
                 quote_ident(&self.opts.publication),
-                quote_ident(&ev.namespace),
-                quote_ident(&ev.name)
+                table.desc.qualified()
             );
             self.catalog
                 .batch_execute(&sql)
@@ -831,7 +848,8 @@ impl ChangeStream {
                     ev.namespace, ev.name
                 ),
             );
-            return self.start_backfill(ev.relid, &ev.namespace, &ev.name).await;
+            let (ns, name) = (table.desc.namespace.clone(), table.desc.name.clone());
+            return self.start_backfill(ev.relid, &ns, &name).await;
         }
         let Some(table) =
             describe_stream_table(&self.catalog, &self.cfg, ev.relid, &ev.columns).await?

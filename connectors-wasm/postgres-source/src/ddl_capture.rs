@@ -14,7 +14,7 @@ use crate::log;
 pub const DDL_PREFIX: &str = "culvert.ddl";
 
 /// Bumped whenever the installed SQL changes, so an older install is replaced.
-const VERSION: i32 = 2;
+const VERSION: i32 = 3;
 
 const INSTALL_SQL: &str = r#"
 CREATE SCHEMA IF NOT EXISTS _culvert;
@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS _culvert.ddl_columns (
     atttypmod int4 NOT NULL,
     PRIMARY KEY (relid, attnum)
 );
+ALTER TABLE _culvert.ddl_columns ADD COLUMN IF NOT EXISTS nspname name;
+ALTER TABLE _culvert.ddl_columns ADD COLUMN IF NOT EXISTS relname name;
 CREATE TABLE IF NOT EXISTS _culvert.ddl_capture (version int4 NOT NULL);
 
 CREATE OR REPLACE FUNCTION _culvert.ddl_end() RETURNS event_trigger
@@ -51,6 +53,11 @@ BEGIN
             'namespace', r.nspname,
             'name', r.relname,
             'created', NOT EXISTS (SELECT 1 FROM _culvert.ddl_columns s WHERE s.relid = r.relid),
+            -- The table's name before this DDL, when the DDL renamed or moved it.
+            'previous', (SELECT jsonb_build_array(s.nspname, s.relname) FROM _culvert.ddl_columns s
+                          WHERE s.relid = r.relid AND s.relname IS NOT NULL
+                            AND (s.nspname, s.relname) IS DISTINCT FROM (r.nspname, r.relname)
+                          LIMIT 1),
             'columns', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                                 'name', a.attname, 'type', a.atttypid::int8, 'typmod', a.atttypmod)
                                 ORDER BY a.attnum), '[]'::jsonb)
@@ -85,7 +92,7 @@ BEGIN
         );
         DELETE FROM _culvert.ddl_columns WHERE relid = r.relid;
         INSERT INTO _culvert.ddl_columns
-             SELECT a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod
+             SELECT a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod, r.nspname, r.relname
                FROM pg_attribute a
               WHERE a.attrelid = r.relid AND a.attnum > 0 AND NOT a.attisdropped;
         PERFORM pg_logical_emit_message(true, 'culvert.ddl', msg::text);
@@ -111,11 +118,13 @@ END
 $fn$;
 
 INSERT INTO _culvert.ddl_columns
-     SELECT a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod
+     SELECT a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod, n.nspname, c.relname
        FROM pg_attribute a
        JOIN pg_class c ON c.oid = a.attrelid
+       JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
-ON CONFLICT DO NOTHING;
+ON CONFLICT (relid, attnum) DO UPDATE SET nspname = EXCLUDED.nspname, relname = EXCLUDED.relname
+  WHERE _culvert.ddl_columns.relname IS NULL;
 "#;
 
 const TRIGGERS_SQL: &str = "
@@ -144,6 +153,9 @@ pub struct DdlEvent {
     /// Columns after the DDL, in table order.
     #[serde(default)]
     pub columns: Vec<StreamColumn>,
+    /// The table's `[schema, name]` before this DDL renamed or moved it.
+    #[serde(default)]
+    pub previous: Option<(String, String)>,
     /// Renamed columns: `[old, new]`.
     #[serde(default)]
     pub renames: Vec<(String, String)>,
