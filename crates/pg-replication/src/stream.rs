@@ -98,7 +98,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> ReplicationConnection<S> {
             Backend::Message(Message::CopyData(body)) => {
                 decode_copy_data(body.into_bytes()).map(Some)
             }
-            Backend::Message(Message::CopyDone) => {
+            // A server shutting down ends the stream; some paths skip CopyDone.
+            Backend::Message(Message::CopyDone) | Backend::Message(Message::CommandComplete(_)) => {
                 self.streaming = false;
                 Err(ReplicationError::StreamEnded)
             }
