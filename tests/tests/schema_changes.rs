@@ -140,3 +140,29 @@ fn a_change_the_target_cannot_take_pauses_only_that_table() {
         "0"
     );
 }
+
+#[test]
+fn without_captured_ddl_a_renamed_column_is_recovered_by_a_copy() {
+    let (src, dst) = Cluster::pair();
+    src.sql(
+        "app",
+        "CREATE TABLE items (id int PRIMARY KEY, name text);
+         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 1000) g;",
+    );
+    let (work, pipeline, mut agent) = replicate("nocapture", &src, &dst, &["public.*"]);
+    agent.wait_clean(120, "the snapshot", || all_same(&src, &dst, &["items"]));
+    agent.stop();
+    // As if the role could not create event triggers.
+    src.sql(
+        "app",
+        "ALTER EVENT TRIGGER culvert_ddl_end DISABLE; ALTER EVENT TRIGGER culvert_ddl_drop DISABLE",
+    );
+    let mut agent = culvert_tests::Agent::run(&work, &pipeline, &[]);
+    src.sql("app", "INSERT INTO items VALUES (1001, 'before')");
+    src.sql("app", "ALTER TABLE items RENAME COLUMN name TO title");
+    src.sql("app", "ALTER TABLE items ADD COLUMN qty int DEFAULT 3");
+    src.sql("app", "INSERT INTO items VALUES (1002, 'after', 4)");
+    agent.wait_clean(120, "the table to be exact again", || {
+        all_same(&src, &dst, &["items"])
+    });
+}

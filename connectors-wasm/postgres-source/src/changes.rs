@@ -97,6 +97,8 @@ pub struct ChangeStream {
     last_activity: Instant,
     last_slot_check: Instant,
     warned: bool,
+    /// The source's event triggers capture DDL (renames, defaults of added columns).
+    ddl_capture: bool,
 }
 
 fn proto_err(e: impl std::fmt::Display) -> GuestError {
@@ -180,6 +182,14 @@ impl ChangeStream {
             lsn: from,
             seq: u64::MAX,
         };
+        let ddl_capture: bool = catalog
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'culvert_ddl_end' AND evtenabled <> 'D')",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_error(&opts.conn, "look for schema change capture", &e))?
+            .get(0);
         let mut ranges: Vec<TableRanges> = backfills.iter().map(|b| b.ranges.clone()).collect();
         ranges.sort();
         Ok(ChangeStream {
@@ -209,6 +219,7 @@ impl ChangeStream {
             last_activity: Instant::now(),
             last_slot_check: Instant::now() - Duration::from_secs(3600),
             warned: false,
+            ddl_capture,
         })
     }
 
@@ -671,14 +682,20 @@ impl ChangeStream {
                 .map_err(|e| pg_error(&self.cfg, "look up a table to copy", &e))?
                 .get(0);
             if let Some(oid) = oid {
-                self.start_backfill(oid, &namespace, &name).await?;
+                self.start_backfill(oid, &namespace, &name, true).await?;
             }
         }
         Ok(())
     }
 
     /// Replace what the destination holds of table `oid` by a background copy.
-    async fn start_backfill(&mut self, oid: u32, namespace: &str, name: &str) -> GuestResult<()> {
+    async fn start_backfill(
+        &mut self,
+        oid: u32,
+        namespace: &str,
+        name: &str,
+        truncate: bool,
+    ) -> GuestResult<()> {
         if self.relations.get(&oid).is_none_or(|r| r.desc.is_none()) {
             let Some(table) = describe_stream_table(&self.catalog, &self.cfg, oid, &[]).await?
             else {
@@ -700,7 +717,7 @@ impl ChangeStream {
             .get(&oid)
             .and_then(|r| r.desc.as_ref())
             .is_some_and(|d| d.key_columns().is_empty());
-        if !keyless {
+        if !keyless && truncate {
             // Keyed rows are upserted, so the copy starts from an empty table; a keyless
             // table's single chunk carries its own truncate.
             self.truncate_row(oid)?;
@@ -811,7 +828,9 @@ impl ChangeStream {
             };
             Box::pin(self.ddl(dropped, skipped)).await?;
             if self.selected(&ev.namespace, &ev.name) && self.in_publication(ev.relid).await? {
-                return self.start_backfill(ev.relid, &ev.namespace, &ev.name).await;
+                return self
+                    .start_backfill(ev.relid, &ev.namespace, &ev.name, true)
+                    .await;
             }
         }
         if !self.selected(&ev.namespace, &ev.name) {
@@ -849,7 +868,7 @@ impl ChangeStream {
                 ),
             );
             let (ns, name) = (table.desc.namespace.clone(), table.desc.name.clone());
-            return self.start_backfill(ev.relid, &ns, &name).await;
+            return self.start_backfill(ev.relid, &ns, &name, true).await;
         }
         let Some(table) =
             describe_stream_table(&self.catalog, &self.cfg, ev.relid, &ev.columns).await?
@@ -871,7 +890,7 @@ impl ChangeStream {
                     ev.namespace, ev.name
                 ),
             );
-            self.start_backfill(ev.relid, &ev.namespace, &ev.name)
+            self.start_backfill(ev.relid, &ev.namespace, &ev.name, true)
                 .await?;
         }
         Ok(())
@@ -982,7 +1001,31 @@ impl ChangeStream {
             .iter()
             .map(|c| table.desc.columns.iter().position(|d| d.name == c.name))
             .collect();
+        // Without captured DDL an added column may be a renamed one, or one whose default
+        // filled existing rows: only a copy makes the table exact again.
+        let added = !self.ddl_capture
+            && self
+                .relations
+                .get(&rel.oid)
+                .and_then(|r| r.desc.as_ref())
+                .is_some_and(|prev| {
+                    table
+                        .desc
+                        .columns
+                        .iter()
+                        .any(|c| !prev.columns.iter().any(|p| p.name == c.name))
+                });
+        let (ns, name) = (table.desc.namespace.clone(), table.desc.name.clone());
         self.set_shape(rel.oid, table, None)?;
+        if added && self.txn.is_some() {
+            log(
+                Level::Info,
+                &format!(
+                    "{ns}.{name} gained a column and schema changes are not captured; copying it again"
+                ),
+            );
+            self.start_backfill(rel.oid, &ns, &name, false).await?;
+        }
         if let Some(state) = self.relations.get_mut(&rel.oid) {
             state.map = map;
         }
