@@ -41,6 +41,8 @@ import threading
 import time
 import urllib.request
 
+from benchlib import Broken, Interrupted, Session, agent_identity, log, now  # noqa: E402
+
 PIPELINE = "bench"
 MARKER_BASE = 1_000_000_000_000  # marker ids; load rows use small ids
 LAG_BOUND = 5.0
@@ -53,22 +55,6 @@ PG_SETTINGS = [
     "-c fsync=off",
     "-c synchronous_commit=off",
 ]
-
-
-class Broken(Exception):
-    """Something did not work; the run is not valid."""
-
-
-class Interrupted(Exception):
-    pass
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def now():
-    return time.monotonic()
 
 
 def free_port(taken):
@@ -94,52 +80,6 @@ def fmt(x, spec=".2f"):
 
 def ratio(a, b):
     return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}"
-
-
-class Session:
-    """A long-lived psql process for cheap repeated queries."""
-
-    END = "__bench_end__"
-
-    def __init__(self, runner, port, db, app="bench monitor"):
-        env = dict(runner.env)
-        env["PGAPPNAME"] = app
-        self.what = f"psql session on port {port}/{db}"
-        self.p = runner.popen(runner.psql_cmd(port, db), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL)
-        self.buf = b""
-        self.lock = threading.Lock()
-
-    def query(self, sql, timeout=30):
-        with self.lock:
-            try:
-                self.p.stdin.write(f"{sql.rstrip().rstrip(';')};\n\\echo {self.END}\n".encode())
-                self.p.stdin.flush()
-            except (BrokenPipeError, OSError):
-                raise Broken(f"{self.what} ended")
-            deadline = now() + timeout
-            fd = self.p.stdout.fileno()
-            while True:
-                i = self.buf.find(f"{self.END}\n".encode())
-                if i >= 0:
-                    out, self.buf = self.buf[:i], self.buf[i + len(self.END) + 1:]
-                    return [ln.split("|") for ln in out.decode().splitlines() if ln]
-                left = deadline - now()
-                if left <= 0:
-                    raise Broken(f"{self.what}: no answer within {timeout} s to {sql[:80]}")
-                ready, _, _ = select.select([fd], [], [], left)
-                if ready:
-                    chunk = os.read(fd, 65536)
-                    if not chunk:
-                        raise Broken(f"{self.what} ended (query failed?): {sql[:120]}")
-                    self.buf += chunk
-
-    def close(self):
-        try:
-            self.p.stdin.close()
-            self.p.wait(timeout=10)
-        except Exception:
-            self.p.kill()
 
 
 class Load:
@@ -734,27 +674,6 @@ def agent_log_findings(r):
             for k, cnt in sorted(kinds.items(), key=lambda kv: -kv[1])[:6]:
                 out.append(f"    {cnt} x {k}")
     return out
-
-
-def agent_identity(path):
-    parts = []
-    try:
-        v = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
-        parts.append(v or "version unknown")
-        parts.append("built " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(path))))
-    except (OSError, subprocess.SubprocessError):
-        pass
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        rev = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        if rev:
-            parts.append(f"tree {rev}{' with uncommitted changes' if dirty else ''}")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return ", ".join(parts)
 
 
 def report(r, rs, bc, bn):

@@ -31,6 +31,8 @@ import threading
 import time
 import urllib.request
 
+from benchlib import Broken, Interrupted, Session, agent_identity, log, now  # noqa: E402
+
 CLK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 PIPELINE = "bench"
@@ -72,22 +74,6 @@ SELECT g,
 
 
 CHECKSUM_SQL = "SELECT count(*), coalesce(sum(hashtext(e::text)::bigint), 0) FROM events e"
-
-
-class Broken(Exception):
-    """Something did not work; the run is not valid."""
-
-
-class Interrupted(Exception):
-    pass
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def now():
-    return time.monotonic()
 
 
 def free_port():
@@ -134,49 +120,6 @@ def proc_io(pid):
 def children_cpu():
     t = os.times()
     return t.children_user + t.children_system
-
-
-class Session:
-    """A long-lived psql process: cheap repeated queries that cost no process start-up."""
-
-    END = "__bench_end__"
-
-    def __init__(self, runner, port, db):
-        env = dict(runner.env)
-        env["PGAPPNAME"] = "bench monitor"
-        self.what = f"psql session on port {port}/{db}"
-        self.p = runner.popen(runner.psql_cmd(port, db), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL)
-        self.buf = b""
-        self.lock = threading.Lock()
-
-    def query(self, sql, timeout=60):
-        with self.lock:
-            self.p.stdin.write(f"{sql.rstrip().rstrip(';')};\n\\echo {self.END}\n".encode())
-            self.p.stdin.flush()
-            deadline = now() + timeout
-            fd = self.p.stdout.fileno()
-            while True:
-                i = self.buf.find(f"{self.END}\n".encode())
-                if i >= 0:
-                    out, self.buf = self.buf[:i], self.buf[i + len(self.END) + 1:]
-                    return [ln.split("|") for ln in out.decode().splitlines() if ln]
-                left = deadline - now()
-                if left <= 0:
-                    raise Broken(f"{self.what}: no answer within {timeout} s to {sql[:80]}")
-                ready, _, _ = select.select([fd], [], [], left)
-                if ready:
-                    chunk = os.read(fd, 65536)
-                    if not chunk:
-                        raise Broken(f"{self.what} ended (query failed?): {sql[:120]}")
-                    self.buf += chunk
-
-    def close(self):
-        try:
-            self.p.stdin.close()
-            self.p.wait(timeout=10)
-        except Exception:
-            self.p.kill()
 
 
 ACTIVITY_SQL = """
@@ -959,28 +902,6 @@ def where_time_goes(title, res, units, total, ref, buffer_bytes):
     rss = [x["rss"] for x in s if x["rss"]]
     if rss:
         print(f"  memory        agent RSS mean {sum(rss) / len(rss):.0f} MiB, peak (VmHWM) {res.get('rss', 0):.0f} MiB")
-
-
-def agent_identity(path):
-    """Version, build time and source revision of the agent binary, for attributing the figures."""
-    parts = []
-    try:
-        v = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
-        parts.append(v or "version unknown")
-        parts.append("built " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(path))))
-    except (OSError, subprocess.SubprocessError):
-        pass
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        rev = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        if rev:
-            parts.append(f"tree {rev}{' with uncommitted changes' if dirty else ''}")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return ", ".join(parts)
 
 
 def report(r, snap, cdc):
