@@ -117,6 +117,11 @@ pub fn difference(src: &Cluster, dst: &Cluster, table: &str) -> Option<String> {
     })
 }
 
+/// The first difference among `tables` (see [`difference`]), `None` when all are the same.
+pub fn first_difference(src: &Cluster, dst: &Cluster, tables: &[&str]) -> Option<String> {
+    tables.iter().find_map(|t| difference(src, dst, t))
+}
+
 /// Add settings to the `[source]` section of a pipeline file.
 pub fn with_source_settings(pipeline: &str, settings: &str) -> String {
     pipeline.replacen("\n[target]", &format!("{settings}\n\n[target]"), 1)

@@ -6,12 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use culvert_tests::cluster::free_port;
 use culvert_tests::{
-    Agent, Cluster, difference, http_get, metric, pipeline_in_workdir, resync, wait_until,
+    Agent, Cluster, first_difference, http_get, metric, pipeline_in_workdir, resync, wait_until,
 };
-
-fn all_same(src: &Cluster, dst: &Cluster, tables: &[&str]) -> Option<String> {
-    tables.iter().find_map(|t| difference(src, dst, t))
-}
 
 fn metrics_addr() -> std::net::SocketAddr {
     format!("127.0.0.1:{}", free_port()).parse().unwrap()
@@ -61,7 +57,9 @@ fn an_idle_tables_slot_keeps_advancing_while_other_tables_write() {
     );
     let addr = metrics_addr();
     let mut agent = Agent::run(&work, &text, &["--metrics-addr", &addr.to_string()]);
-    agent.wait_clean(60, "the snapshot", || all_same(&src, &dst, &["quiet"]));
+    agent.wait_clean(60, "the snapshot", || {
+        first_difference(&src, &dst, &["quiet"])
+    });
     for round in 0..5 {
         src.sql(
             "app",
@@ -107,7 +105,9 @@ fn an_invalidated_slot_is_reported_and_resync_rebuilds_an_exact_replica() {
     );
     let (work, text) = pipeline_in_workdir("lost", &src, &dst, &["public.*"], "");
     let mut agent = Agent::run(&work, &text, &[]);
-    agent.wait_clean(60, "the snapshot", || all_same(&src, &dst, &["t", "k"]));
+    agent.wait_clean(60, "the snapshot", || {
+        first_difference(&src, &dst, &["t", "k"])
+    });
     agent.kill9();
     // Changes the slot will never deliver: inserts, updates and deletes.
     src.sql(
@@ -147,7 +147,7 @@ fn an_invalidated_slot_is_reported_and_resync_rebuilds_an_exact_replica() {
     src.sql("app", "UPDATE t SET v = 'after resync' WHERE id < 100");
     let mut agent = Agent::run(&work, &text, &[]);
     agent.wait_clean(120, "an exact replica after resync", || {
-        all_same(&src, &dst, &["t", "k"])
+        first_difference(&src, &dst, &["t", "k"])
     });
 }
 
@@ -170,7 +170,9 @@ fn a_table_added_while_a_write_load_runs_is_copied_exactly() {
         "backfill_chunk_pages = 64",
     );
     let mut agent = Agent::run(&work, &text, &[]);
-    agent.wait_clean(60, "the first table", || all_same(&src, &dst, &["a"]));
+    agent.wait_clean(60, "the first table", || {
+        first_difference(&src, &dst, &["a"])
+    });
     let stop = Arc::new(AtomicBool::new(false));
     std::thread::scope(|s| {
         let la = s.spawn(|| load(&src, "a", &stop, 1));
@@ -192,7 +194,7 @@ fn a_table_added_while_a_write_load_runs_is_copied_exactly() {
         lb.join().unwrap();
     });
     agent.wait_clean(120, "both tables exact", || {
-        all_same(&src, &dst, &["a", "b"])
+        first_difference(&src, &dst, &["a", "b"])
     });
 }
 
@@ -245,7 +247,7 @@ fn a_crash_mid_snapshot_resumes_after_the_finished_ranges() {
     let addr = metrics_addr();
     let mut agent = Agent::run(&work, &text, &["--metrics-addr", &addr.to_string()]);
     agent.wait_clean(120, "the resumed snapshot", || {
-        all_same(&src, &dst, &["big"])
+        first_difference(&src, &dst, &["big"])
     });
     let body = http_get(addr, "/metrics").unwrap();
     let recopied = metric(&body, "culvert_rows_total", &["stage=\"source\""]).unwrap();
@@ -263,7 +265,7 @@ fn a_source_restart_under_load_is_ridden_out() {
     let (work, text) = pipeline_in_workdir("srcrestart", &src, &dst, &["public.t"], "");
     let addr = metrics_addr();
     let mut agent = Agent::run(&work, &text, &["--metrics-addr", &addr.to_string()]);
-    agent.wait_clean(60, "the snapshot", || all_same(&src, &dst, &["t"]));
+    agent.wait_clean(60, "the snapshot", || first_difference(&src, &dst, &["t"]));
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let l = s.spawn(|| {
@@ -288,7 +290,7 @@ fn a_source_restart_under_load_is_ridden_out() {
         l.join().unwrap();
     });
     agent.wait_clean(120, "the replica after the restart", || {
-        all_same(&src, &dst, &["t"])
+        first_difference(&src, &dst, &["t"])
     });
     let body = http_get(addr, "/metrics").unwrap();
     let resumed = metric(&body, "culvert_source_resume_seconds", &[]).unwrap_or(-1.0);
@@ -305,7 +307,7 @@ fn a_transaction_larger_than_a_batch_becomes_visible_at_once() {
     );
     let (work, text) = pipeline_in_workdir("bigtxn", &src, &dst, &["public.t"], "");
     let mut agent = Agent::run(&work, &text, &[]);
-    agent.wait_clean(60, "the snapshot", || all_same(&src, &dst, &["t"]));
+    agent.wait_clean(60, "the snapshot", || first_difference(&src, &dst, &["t"]));
     // 60k rows in one transaction, against batches of 5k rows.
     src.sql(
         "app",
@@ -334,5 +336,5 @@ fn a_transaction_larger_than_a_batch_becomes_visible_at_once() {
         dst.sql("replica", "SELECT count(*) FROM _culvert.pending"),
         "0"
     );
-    agent.wait_clean(30, "exact", || all_same(&src, &dst, &["t"]));
+    agent.wait_clean(30, "exact", || first_difference(&src, &dst, &["t"]));
 }

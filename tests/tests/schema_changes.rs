@@ -1,11 +1,7 @@
 //! Schema changes at the source follow to the target, in order with the data around
 //! them, without a resync; a change the target cannot take pauses only that table.
 
-use culvert_tests::{Cluster, difference, replicate, resync};
-
-fn all_same(src: &Cluster, dst: &Cluster, tables: &[&str]) -> Option<String> {
-    tables.iter().find_map(|t| difference(src, dst, t))
-}
+use culvert_tests::{Cluster, first_difference, replicate, resync};
 
 #[test]
 fn every_kind_of_ddl_interleaved_with_dml_replicates_exactly() {
@@ -22,7 +18,7 @@ fn every_kind_of_ddl_interleaved_with_dml_replicates_exactly() {
     );
     let (_work, _pipeline, mut agent) = replicate("ddl", &src, &dst, &["public.*"]);
     agent.wait_until(120, "the snapshot", || {
-        all_same(&src, &dst, &["items", "other", "keyless"]).is_none()
+        first_difference(&src, &dst, &["items", "other", "keyless"]).is_none()
     });
 
     // Each statement commits on its own, back to back, so the agent meets them in
@@ -63,7 +59,7 @@ fn every_kind_of_ddl_interleaved_with_dml_replicates_exactly() {
         src.sql("app", sql);
     }
     agent.wait_clean(120, "the schema changes to follow", || {
-        all_same(&src, &dst, &["items", "keyless", "fresh", "moved"]).or_else(|| {
+        first_difference(&src, &dst, &["items", "keyless", "fresh", "moved"]).or_else(|| {
             (dst.try_sql(
                 "replica",
                 "SELECT to_regclass('public.other') IS NULL AND to_regclass('public.moving') IS NULL",
@@ -71,7 +67,7 @@ fn every_kind_of_ddl_interleaved_with_dml_replicates_exactly() {
             .then(|| "other or moving was not dropped".to_string())
         })
     });
-    if let Some(d) = all_same(&src, &dst, &["items", "keyless", "fresh"]) {
+    if let Some(d) = first_difference(&src, &dst, &["items", "keyless", "fresh"]) {
         panic!("{d}");
     }
     // A rename kept the values: the renamed column was never empty.
@@ -100,7 +96,7 @@ fn a_change_the_target_cannot_take_pauses_only_that_table() {
     );
     let (work, _pipeline, mut agent) = replicate("paused", &src, &dst, &["public.*"]);
     agent.wait_until(120, "the snapshot", || {
-        all_same(&src, &dst, &["orders", "events"]).is_none()
+        first_difference(&src, &dst, &["orders", "events"]).is_none()
     });
     // Something at the target depends on the column the source is about to drop.
     dst.sql(
@@ -133,7 +129,7 @@ fn a_change_the_target_cannot_take_pauses_only_that_table() {
     let (ok, out) = resync(&work, &["public.orders"]);
     assert!(ok, "resync failed: {out}");
     agent.wait_clean(120, "the paused table to be copied again", || {
-        all_same(&src, &dst, &["orders", "events"])
+        first_difference(&src, &dst, &["orders", "events"])
     });
     assert_eq!(
         dst.sql("replica", "SELECT count(*) FROM _culvert.paused"),
@@ -150,7 +146,9 @@ fn without_captured_ddl_a_renamed_column_is_recovered_by_a_copy() {
          INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 1000) g;",
     );
     let (work, pipeline, mut agent) = replicate("nocapture", &src, &dst, &["public.*"]);
-    agent.wait_clean(120, "the snapshot", || all_same(&src, &dst, &["items"]));
+    agent.wait_clean(120, "the snapshot", || {
+        first_difference(&src, &dst, &["items"])
+    });
     agent.stop();
     // As if the role could not create event triggers.
     src.sql(
@@ -163,6 +161,6 @@ fn without_captured_ddl_a_renamed_column_is_recovered_by_a_copy() {
     src.sql("app", "ALTER TABLE items ADD COLUMN qty int DEFAULT 3");
     src.sql("app", "INSERT INTO items VALUES (1002, 'after', 4)");
     agent.wait_clean(120, "the table to be exact again", || {
-        all_same(&src, &dst, &["items"])
+        first_difference(&src, &dst, &["items"])
     });
 }

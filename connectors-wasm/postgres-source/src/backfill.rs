@@ -69,6 +69,21 @@ pub async fn request(client: &Client, cfg: &PgConnectConfig, req: &Request) -> G
         .map_err(|e| GuestError::new(ErrorKind::Internal, e.to_string()))
 }
 
+/// OID of table `namespace.name` as it is named now, `None` if there is none.
+pub async fn table_oid(
+    client: &Client,
+    cfg: &PgConnectConfig,
+    namespace: &str,
+    name: &str,
+) -> GuestResult<Option<u32>> {
+    let qualified = format!("{}.{}", quote_ident(namespace), quote_ident(name));
+    Ok(client
+        .query_one("SELECT to_regclass($1)::oid", &[&qualified])
+        .await
+        .map_err(|e| pg_error(cfg, &format!("look up table {namespace}.{name}"), &e))?
+        .get(0))
+}
+
 /// Heap pages of the table's largest leaf (ranges apply to every partition alike).
 async fn pages(client: &Client, cfg: &PgConnectConfig, oid: u32) -> GuestResult<u64> {
     let row = client

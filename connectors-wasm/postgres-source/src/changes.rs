@@ -168,12 +168,7 @@ impl ChangeStream {
         })?;
         let mut backfills = Vec::new();
         for t in start.backfills {
-            let qualified = format!("{}.{}", quote_ident(&t.namespace), quote_ident(&t.name));
-            let row = catalog
-                .query_one("SELECT to_regclass($1)::oid", &[&qualified])
-                .await
-                .map_err(|e| pg_error(&opts.conn, "look up a table being copied", &e))?;
-            match row.get::<_, Option<u32>>(0) {
+            match backfill::table_oid(&catalog, &opts.conn, &t.namespace, &t.name).await? {
                 Some(oid) if !t.ranges.is_empty() => backfills.push(Backfill { oid, ranges: t }),
                 _ => {}
             }
@@ -674,13 +669,7 @@ impl ChangeStream {
             return Ok(());
         }
         for (namespace, name) in req.tables {
-            let qualified = format!("{}.{}", quote_ident(&namespace), quote_ident(&name));
-            let oid: Option<u32> = self
-                .catalog
-                .query_one("SELECT to_regclass($1)::oid", &[&qualified])
-                .await
-                .map_err(|e| pg_error(&self.cfg, "look up a table to copy", &e))?
-                .get(0);
+            let oid = backfill::table_oid(&self.catalog, &self.cfg, &namespace, &name).await?;
             if let Some(oid) = oid {
                 self.start_backfill(oid, &namespace, &name, true).await?;
             }

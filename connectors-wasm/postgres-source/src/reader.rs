@@ -132,15 +132,7 @@ async fn open(
             slot_ready(&client, &cfg, &tables).await?;
             if !added.is_empty() {
                 // Tables newly selected: copied in the background while changes stream.
-                backfill::request(
-                    &client,
-                    &cfg.conn,
-                    &Request {
-                        slot: cfg.slot.clone(),
-                        tables: added,
-                    },
-                )
-                .await?;
+                request_copy(&client, &cfg, added).await?;
             }
             let start = StreamStart {
                 resume: Some((lsn, seq)),
@@ -258,15 +250,7 @@ async fn resume_snapshot(
         ),
     );
     if !fresh.is_empty() {
-        backfill::request(
-            client,
-            &cfg.conn,
-            &Request {
-                slot: cfg.slot.clone(),
-                tables: fresh,
-            },
-        )
-        .await?;
+        request_copy(client, cfg, fresh).await?;
     }
     let start = StreamStart {
         resume: Some((generation, u64::MAX)),
@@ -456,16 +440,13 @@ async fn rebuild(
         )
     })?;
     let created: String = row.get(0);
-    backfill::request(
+    request_copy(
         client,
-        &cfg.conn,
-        &Request {
-            slot: cfg.slot.clone(),
-            tables: tables
-                .iter()
-                .map(|t| (t.desc.namespace.clone(), t.desc.name.clone()))
-                .collect(),
-        },
+        cfg,
+        tables
+            .iter()
+            .map(|t| (t.desc.namespace.clone(), t.desc.name.clone()))
+            .collect(),
     )
     .await?;
     Ok(format!(
@@ -473,6 +454,19 @@ async fn rebuild(
         cfg.slot,
         tables.len()
     ))
+}
+
+/// Ask the stream to copy `tables` again in the background; returns the request's LSN.
+async fn request_copy(
+    client: &Client,
+    cfg: &SourceConfig,
+    tables: Vec<(String, String)>,
+) -> GuestResult<u64> {
+    let req = Request {
+        slot: cfg.slot.clone(),
+        tables,
+    };
+    backfill::request(client, &cfg.conn, &req).await
 }
 
 /// Copy `tables` again (all selected ones when empty), rebuilding the slot if it is gone.
@@ -509,15 +503,7 @@ pub async fn resync(
             .collect();
     }
     let n = chosen.len();
-    let at = backfill::request(
-        &client,
-        &cfg.conn,
-        &Request {
-            slot: cfg.slot.clone(),
-            tables: chosen,
-        },
-    )
-    .await?;
+    let at = request_copy(&client, &cfg, chosen).await?;
     Ok(format!(
         "{n} tables will be copied again while changes stream (requested at {})",
         culvert_pg_replication::format_lsn(at)
@@ -530,28 +516,9 @@ async fn start_snapshot(
     tables: Vec<CatalogTable>,
     resolve: &Resolver,
 ) -> GuestResult<Phase> {
-    let existing = client
-        .query(
-            "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-            &[&cfg.slot],
-        )
-        .await
-        .map_err(|e| pg_error(&cfg.conn, "read replication slots", &e))?;
-    if let Some(row) = existing.first() {
+    if slot_status(client, cfg).await?.is_some() {
         // A snapshot cannot be resumed once its exporting connection is gone: start over.
-        if let Some(pid) = row.get::<_, Option<i32>>(0) {
-            let _ = client
-                .execute("SELECT pg_catalog.pg_terminate_backend($1)", &[&pid])
-                .await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        client
-            .execute(
-                "SELECT pg_catalog.pg_drop_replication_slot($1)",
-                &[&cfg.slot],
-            )
-            .await
-            .map_err(|e| pg_error(&cfg.conn, "drop the unfinished snapshot's slot", &e))?;
+        crate::slot::drop_slot(client, &cfg.conn, &cfg.slot).await?;
         log(
             Level::Info,
             &format!(

@@ -90,13 +90,14 @@ pub async fn heartbeat(client: &Client, cfg: &PgConnectConfig, slot: &str) -> Gu
 /// walsender to let go of it.
 pub async fn drop_slot(client: &Client, cfg: &PgConnectConfig, slot: &str) -> GuestResult<()> {
     for _ in 0..50 {
-        let r = client
+        // Whoever still streams from the slot (a walsender of ours that has not noticed
+        // its client is gone) is told to stop; dropping below retries until it has.
+        let _ = client
             .execute(
                 "SELECT pg_catalog.pg_terminate_backend(active_pid) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",
                 &[&slot],
             )
             .await;
-        let _ = r;
         match client
             .execute(
                 "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
