@@ -90,3 +90,32 @@ def agent_identity(path):
     except (OSError, subprocess.SubprocessError):
         pass
     return ", ".join(parts)
+
+
+class ClusterTools:
+    """Process and cluster helpers both benchmark runners use (they provide the
+    attributes these read)."""
+
+    def popen(self, cmd, **kw):
+        p = subprocess.Popen(cmd, env=kw.pop("env", self.env), **kw)
+        self.procs.append(p)
+        with open(os.path.join(self.work, "pids"), "a") as f:
+            f.write(f"{p.pid}\n")
+        return p
+
+    def psql_cmd(self, port, db):
+        return [os.path.join(self.pgbin, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", db]
+
+    def stop_cluster(self, c):
+        if not os.path.exists(os.path.join(c["dir"], "postmaster.pid")):
+            return
+        pg_ctl = os.path.join(self.pgbin, "pg_ctl")
+        try:
+            subprocess.run(self.as_pg + [pg_ctl, "-D", c["dir"], "-m", "fast", "-w", "-t", "60", "stop"],
+                           env=self.env, capture_output=True, timeout=90)
+        except subprocess.TimeoutExpired:
+            pass
+        if os.path.exists(os.path.join(c["dir"], "postmaster.pid")):
+            subprocess.run(self.as_pg + [pg_ctl, "-D", c["dir"], "-m", "immediate", "-w", "-t", "30", "stop"],
+                           env=self.env, capture_output=True, timeout=60)

@@ -41,7 +41,7 @@ import threading
 import time
 import urllib.request
 
-from benchlib import Broken, Interrupted, Session, agent_identity, log, now  # noqa: E402
+from benchlib import Broken, ClusterTools, Interrupted, Session, agent_identity, log, now  # noqa: E402
 
 PIPELINE = "bench"
 MARKER_BASE = 1_000_000_000_000  # marker ids; load rows use small ids
@@ -260,7 +260,7 @@ class Markers:
             s.close()
 
 
-class Runner:
+class Runner(ClusterTools):
     def __init__(self, args):
         self.args = args
         self.work = args.workdir
@@ -287,12 +287,6 @@ class Runner:
 
     # ---------------------------------------------------------------- processes
 
-    def popen(self, cmd, **kw):
-        p = subprocess.Popen(cmd, env=kw.pop("env", self.env), **kw)
-        self.procs.append(p)
-        with open(os.path.join(self.work, "pids"), "a") as f:
-            f.write(f"{p.pid}\n")
-        return p
 
     def run(self, cmd, timeout, input=None, check=True, what=None):
         try:
@@ -303,9 +297,6 @@ class Runner:
             raise Broken(f"{what or ' '.join(cmd[:3])} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
         return r
 
-    def psql_cmd(self, port, db):
-        return [os.path.join(self.pgbin, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", db]
 
     def sql(self, port, db, text, timeout=None, check=True):
         r = self.run(self.psql_cmd(port, db) + ["-f", "-"], timeout or self.args.timeout, input=text, check=check,
@@ -337,18 +328,6 @@ class Runner:
         self.pg_ctl(c, "-l", c["log"], "-o", opts, "-w", "-t", "120", "start")
         return c
 
-    def stop_cluster(self, c):
-        if not os.path.exists(os.path.join(c["dir"], "postmaster.pid")):
-            return
-        pg_ctl = os.path.join(self.pgbin, "pg_ctl")
-        try:
-            subprocess.run(self.as_pg + [pg_ctl, "-D", c["dir"], "-m", "fast", "-w", "-t", "60", "stop"],
-                           env=self.env, capture_output=True, timeout=90)
-        except subprocess.TimeoutExpired:
-            pass
-        if os.path.exists(os.path.join(c["dir"], "postmaster.pid")):
-            subprocess.run(self.as_pg + [pg_ctl, "-D", c["dir"], "-m", "immediate", "-w", "-t", "30", "stop"],
-                           env=self.env, capture_output=True, timeout=60)
 
     # ---------------------------------------------------------------- agent
 

@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.request
 
-from benchlib import Broken, Interrupted, Session, agent_identity, log, now  # noqa: E402
+from benchlib import Broken, ClusterTools, Interrupted, Session, agent_identity, log, now  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
@@ -177,7 +177,7 @@ class ActivitySampler:
             sess.close()
 
 
-class Runner:
+class Runner(ClusterTools):
     def __init__(self, args):
         self.args = args
         self.work = args.workdir
@@ -199,12 +199,6 @@ class Runner:
 
     # ---------------------------------------------------------------- processes
 
-    def popen(self, cmd, **kw):
-        p = subprocess.Popen(cmd, env=kw.pop("env", self.env), **kw)
-        self.procs.append(p)
-        with open(os.path.join(self.work, "pids"), "a") as f:
-            f.write(f"{p.pid}\n")
-        return p
 
     def run(self, cmd, timeout, input=None, check=True, what=None, env=None):
         try:
@@ -215,9 +209,6 @@ class Runner:
             raise Broken(f"{what or ' '.join(cmd[:3])} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
         return r
 
-    def psql_cmd(self, port, db):
-        return [os.path.join(self.pgbin, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", db]
 
     def sql(self, port, db, text, timeout=None):
         """Run statements (each in its own transaction); rows of the last result as lists."""
@@ -249,18 +240,6 @@ class Runner:
             pm = int(f.readline())
         return {"name": name, "dir": d, "port": port, "pm": pm}
 
-    def stop_cluster(self, c):
-        if not os.path.exists(os.path.join(c["dir"], "postmaster.pid")):
-            return
-        pg_ctl = os.path.join(self.pgbin, "pg_ctl")
-        try:
-            subprocess.run(self.as_pg + [pg_ctl, "-D", c["dir"], "-m", "fast", "-w", "-t", "60", "stop"],
-                           env=self.env, capture_output=True, timeout=90)
-        except subprocess.TimeoutExpired:
-            pass
-        if os.path.exists(os.path.join(c["dir"], "postmaster.pid")):
-            subprocess.run(self.as_pg + [pg_ctl, "-D", c["dir"], "-m", "immediate", "-w", "-t", "30", "stop"],
-                           env=self.env, capture_output=True, timeout=60)
 
     def cluster_cpu(self, c):
         """CPU seconds of a cluster: live children of the postmaster plus everything it reaped."""
