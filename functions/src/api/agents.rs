@@ -1,0 +1,61 @@
+//! `agents`: the agents of every environment, for users.
+
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use culvert_control_api::agents::{Agent, AgentHealth};
+use tokio_postgres::Row;
+
+use super::{Outcome, Req, method_not_allowed};
+use crate::app::{App, Ctx};
+use crate::auth::Action;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{page, paging, parse_id, reply};
+
+const COLUMNS: &str = "a.id, a.environment_id, a.name, a.version, a.healthy, a.registered_at, a.last_heartbeat_at,
+    array(select pipeline_id from leases l where l.agent_id = a.id and not l.revoked order by pipeline_id), a.seq";
+
+fn from_row(r: &Row) -> Agent {
+    Agent {
+        id: r.get(0),
+        environment_id: r.get(1),
+        name: r.get(2),
+        version: r.get(3),
+        health: if r.get(4) { AgentHealth::Healthy } else { AgentHealth::Unhealthy },
+        registered_at: r.get(5),
+        last_heartbeat_at: r.get(6),
+        pipelines: r.get(7),
+    }
+}
+
+/// `agents`.
+pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
+    let ctx = Ctx::new(&app, &req.headers, Action::Read).await?;
+    let conn = ctx.conn().await?;
+    match (req.method.clone(), req.param("id")) {
+        (Method::GET, Some(id)) => {
+            let id = parse_id("agent", id)?;
+            let row = conn
+                .query_opt(&format!("select {COLUMNS} from agents a where a.id = $1"), &[&id])
+                .await?
+                .ok_or_else(|| ApiError::not_found("agent", id))?;
+            Ok(reply(StatusCode::OK, &from_row(&row), None).into())
+        }
+        (Method::GET, None) => {
+            let p = paging(&req.query)?;
+            let env = req.query.get("environment_id").map(|s| parse_id("environment", s)).transpose()?;
+            let rows = conn
+                .query(
+                    &format!(
+                        "select {COLUMNS} from agents a where a.seq > $1 and ($3::uuid is null or a.environment_id = $3)
+                         order by a.seq limit $2"
+                    ),
+                    &[&p.after, &(p.limit + 1), &env],
+                )
+                .await?;
+            let items = rows.iter().map(|r| (r.get::<_, i64>(8), from_row(r))).collect();
+            Ok(reply(StatusCode::OK, &page(items, p), None).into())
+        }
+        _ => Err(method_not_allowed(&req)),
+    }
+}

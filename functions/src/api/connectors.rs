@@ -1,0 +1,300 @@
+//! `connectors`: sources and targets with their configuration; secrets sealed for agents.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use culvert_control_api::connectors::{
+    CheckOutcome, Connector, ConnectorCreate, ConnectorKind, ConnectorUpdate, Validation, ValidationState,
+};
+use culvert_control_api::environments::{EnvironmentState, Provider};
+use serde_json::{Map, Value, json};
+use tokio_postgres::{GenericClient, Row};
+use uuid::Uuid;
+
+use super::{Outcome, Req, check_name, environments, method_not_allowed};
+use crate::app::{App, Ctx};
+use crate::auth::Action;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{check_version, if_match, json_body, no_content, page, paging, parse_id, reply};
+use crate::{idempotency, specs};
+
+const COLUMNS: &str = "c.id, c.name, c.environment_id, c.connector_type, c.kind, c.config, c.secret_names,
+    c.created_at, c.updated_at, c.version, c.seq,
+    (select row_to_json(v) from (select id, state, checks, requested_at, finished_at from validations
+        where connector_id = c.id order by requested_at desc limit 1) v)";
+
+fn validation_from(v: &Value) -> ApiResult<Validation> {
+    let state = v["state"].as_str().and_then(ValidationState::parse);
+    let parse_time = |k: &str| {
+        v[k].as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    Ok(Validation {
+        id: v["id"].as_str().and_then(|s| Uuid::try_parse(s).ok()).ok_or_else(|| ApiError::Internal("validation id".into()))?,
+        state: state.ok_or_else(|| ApiError::Internal("validation state".into()))?,
+        checks: serde_json::from_value(v["checks"].clone()).unwrap_or_default(),
+        requested_at: parse_time("requested_at").ok_or_else(|| ApiError::Internal("requested_at".into()))?,
+        finished_at: parse_time("finished_at"),
+    })
+}
+
+fn from_row(r: &Row) -> ApiResult<Connector> {
+    let config: Value = r.get(5);
+    let validation: Option<Value> = r.get(11);
+    Ok(Connector {
+        id: r.get(0),
+        name: r.get(1),
+        environment_id: r.get(2),
+        connector_type: r.get(3),
+        kind: if r.get::<_, &str>(4) == "source" { ConnectorKind::Source } else { ConnectorKind::Target },
+        config: config.as_object().cloned().unwrap_or_default(),
+        secrets: r.get(6),
+        validation: validation.as_ref().map(validation_from).transpose()?,
+        created_at: r.get(7),
+        updated_at: r.get(8),
+        version: r.get(9),
+    })
+}
+
+/// Load one connector.
+pub async fn load(client: &impl GenericClient, id: Uuid) -> ApiResult<Connector> {
+    let row = client
+        .query_opt(&format!("select {COLUMNS} from connectors c where c.id = $1"), &[&id])
+        .await?
+        .ok_or_else(|| ApiError::not_found("connector", id))?;
+    from_row(&row)
+}
+
+/// The sealed secret fields of a connector, by field.
+pub async fn sealed_secrets(client: &impl GenericClient, id: Uuid) -> ApiResult<BTreeMap<String, String>> {
+    let row = client.query_one("select sealed_secrets from connectors where id = $1", &[&id]).await?;
+    let text: Option<String> = row.get(0);
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
+}
+
+/// Seal secret values for an environment's agents.
+async fn seal(
+    app: &App,
+    client: &impl GenericClient,
+    environment: Uuid,
+    secrets: BTreeMap<String, String>,
+) -> ApiResult<BTreeMap<String, String>> {
+    if secrets.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let env = environments::load(client, environment).await?;
+    let key = match env.provider {
+        Provider::Local => app.local_sealing.as_ref().ok_or_else(|| {
+            ApiError::Conflict("this control plane has no sealing key for local environments (CULVERT_SEALING_PUBLIC_KEY)".into())
+        })?,
+        Provider::Azure => {
+            return Err(ApiError::Conflict(format!(
+                "environment {} is {}: credentials are sealed with its Key Vault key, which is known once it is ready",
+                env.name,
+                env.state.as_str()
+            )));
+        }
+    };
+    Ok(secrets
+        .into_iter()
+        .map(|(field, value)| (field, key.seal(value.as_bytes())))
+        .collect())
+}
+
+/// `connectors`.
+pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
+    let id = req.param("id").map(|s| parse_id("connector", s)).transpose()?;
+    match (req.method.clone(), id) {
+        (Method::GET, None) => list(app, req).await,
+        (Method::GET, Some(id)) => {
+            let ctx = Ctx::new(&app, &req.headers, Action::Read).await?;
+            let c = load(&**ctx.conn().await?, id).await?;
+            Ok(reply(StatusCode::OK, &c, Some(c.version)).into())
+        }
+        (Method::POST, None) => create(app, req).await,
+        (Method::PATCH, Some(id)) => update(app, req, id).await,
+        (Method::DELETE, Some(id)) => delete(app, req, id).await,
+        _ => Err(method_not_allowed(&req)),
+    }
+}
+
+async fn list(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
+    let ctx = Ctx::new(&app, &req.headers, Action::Read).await?;
+    let p = paging(&req.query)?;
+    let env = req.query.get("environment_id").map(|s| parse_id("environment", s)).transpose()?;
+    let rows = ctx
+        .conn()
+        .await?
+        .query(
+            &format!(
+                "select {COLUMNS} from connectors c where c.seq > $1 and ($3::uuid is null or c.environment_id = $3)
+                 order by c.seq limit $2"
+            ),
+            &[&p.after, &(p.limit + 1), &env],
+        )
+        .await?;
+    let items = rows
+        .iter()
+        .map(|r| Ok((r.get::<_, i64>(10), from_row(r)?)))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(reply(StatusCode::OK, &page(items, p), None).into())
+}
+
+async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
+    let ctx = Ctx::new(&app, &req.headers, Action::Write).await?;
+    let body: ConnectorCreate = json_body(&req.headers, &req.body)?;
+    check_name("/name", &body.name, '-')?;
+    let kind = specs::kind_of(&body.connector_type)?;
+    specs::validate(&body.connector_type, &body.config)?;
+    let (config, secrets) = specs::split_secrets(&body.connector_type, body.config.clone())?;
+    let (response, _) = idempotency::once(&ctx, &req.headers, &req.body, || async {
+        let conn = ctx.conn().await?;
+        environments::load(&**conn, body.environment_id)
+            .await
+            .map_err(|_| ApiError::field("/environment_id", format!("no environment with id {}", body.environment_id)))?;
+        let names: Vec<String> = secrets.keys().cloned().collect();
+        let sealed = seal(&ctx.app, &**conn, body.environment_id, secrets).await?;
+        let sealed = serde_json::to_string(&sealed).expect("sealed map");
+        let id = Uuid::new_v4();
+        conn.execute(
+            "insert into connectors (id, environment_id, name, connector_type, kind, config, secret_names, sealed_secrets)
+             values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[&id, &body.environment_id, &body.name, &body.connector_type, &kind.as_str(), &Value::Object(config), &names, &sealed],
+        )
+        .await
+        .map_err(|e| {
+            crate::store::conflict_on_unique(e, || format!("a connector named {:?} exists in this environment", body.name))
+        })?;
+        let c = load(&**conn, id).await?;
+        Ok((StatusCode::CREATED, serde_json::to_value(&c).expect("connector"), Some(c.version)))
+    })
+    .await?;
+    Ok(response.into())
+}
+
+async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
+    let ctx = Ctx::new(&app, &req.headers, Action::Write).await?;
+    let body: ConnectorUpdate = json_body(&req.headers, &req.body)?;
+    let expected = if_match(&req.headers)?;
+    let mut conn = ctx.conn().await?;
+    let tx = conn.transaction().await?;
+    tx.execute("select 1 from connectors where id = $1 for update", &[&id]).await?;
+    let current = load(&*tx, id).await?;
+    check_version(expected, current.version)?;
+    let secret_fields = specs::secret_fields(&current.connector_type)?;
+    let mut config = current.config.clone();
+    let mut kept: Vec<String> = current.secrets.clone();
+    let mut new_secrets = BTreeMap::new();
+    for (k, v) in body.config.unwrap_or_default() {
+        let secret = secret_fields.contains(&k);
+        match (v, secret) {
+            (Value::Null, true) => kept.retain(|n| n != &k),
+            (Value::Null, false) => {
+                config.remove(&k);
+            }
+            (Value::String(s), true) => {
+                kept.retain(|n| n != &k);
+                new_secrets.insert(k, s);
+            }
+            (_, true) => return Err(ApiError::field(&format!("/config/{k}"), "must be a string")),
+            (v, false) => {
+                config.insert(k, v);
+            }
+        }
+    }
+    // Validate the result with placeholders for the secrets kept sealed.
+    let mut full: Map<String, Value> = config.clone();
+    for n in &kept {
+        full.insert(n.clone(), Value::String(String::new()));
+    }
+    for (k, v) in &new_secrets {
+        full.insert(k.clone(), Value::String(v.clone()));
+    }
+    specs::validate(&current.connector_type, &full)?;
+    let mut sealed = sealed_secrets(&*tx, id).await?;
+    sealed.retain(|k, _| kept.contains(k));
+    sealed.extend(seal(&ctx.app, &*tx, current.environment_id, new_secrets).await?);
+    let names: Vec<String> = sealed.keys().cloned().collect();
+    let sealed = serde_json::to_string(&sealed).expect("sealed map");
+    tx.execute(
+        "update connectors set config = $2, secret_names = $3, sealed_secrets = $4,
+             version = version + 1, updated_at = now() where id = $1",
+        &[&id, &Value::Object(config), &names, &sealed],
+    )
+    .await?;
+    let c = load(&*tx, id).await?;
+    tx.commit().await?;
+    Ok(reply(StatusCode::OK, &c, Some(c.version)).into())
+}
+
+async fn delete(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
+    let ctx = Ctx::new(&app, &req.headers, Action::Write).await?;
+    let expected = if_match(&req.headers)?;
+    let mut conn = ctx.conn().await?;
+    let tx = conn.transaction().await?;
+    let c = load(&*tx, id).await?;
+    check_version(expected, c.version)?;
+    let users: Vec<String> = tx
+        .query("select name from pipelines where source_id = $1 or target_id = $1", &[&id])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "connector {} is used by pipeline(s) {}; delete them first",
+            c.name,
+            users.join(", ")
+        )));
+    }
+    tx.execute("delete from connectors where id = $1", &[&id]).await?;
+    tx.commit().await?;
+    Ok(no_content().into())
+}
+
+/// `connector-validate` (payload path: it sends a `validate` message).
+pub async fn validate(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
+    let id = parse_id("connector", req.param("id").unwrap_or_default())?;
+    let ctx = Ctx::new(&app, &req.headers, Action::Write).await?;
+    let conn = ctx.conn().await?;
+    let c = load(&**conn, id).await?;
+    let env = environments::load(&**conn, c.environment_id).await?;
+    if env.state != EnvironmentState::Ready {
+        return Err(ApiError::Conflict(format!(
+            "environment {} is {}; validation runs inside it once it is ready",
+            env.name,
+            env.state.as_str()
+        )));
+    }
+    let vid = Uuid::new_v4();
+    conn.execute(
+        "insert into validations (id, connector_id, connector_version, state) values ($1, $2, $3, 'queued')",
+        &[&vid, &id, &c.version],
+    )
+    .await?;
+    let c = load(&**conn, id).await?;
+    let v = c.validation.clone().ok_or_else(|| ApiError::Internal("validation just inserted".into()))?;
+    Ok(Outcome {
+        response: reply(StatusCode::ACCEPTED, &v, None),
+        messages: vec![("validate", json!({"validation_id": vid}))],
+    })
+}
+
+/// Record the checks of a validation.
+pub async fn finish_validation(
+    client: &impl GenericClient,
+    validation: Uuid,
+    checks: &[CheckOutcome],
+) -> ApiResult<bool> {
+    let state = if !checks.is_empty() && checks.iter().all(|c| c.ok) { "passed" } else { "failed" };
+    let n = client
+        .execute(
+            "update validations set state = $2, checks = $3, finished_at = now()
+             where id = $1 and state in ('queued', 'running')",
+            &[&validation, &state, &serde_json::to_value(checks).expect("checks")],
+        )
+        .await?;
+    Ok(n == 1)
+}

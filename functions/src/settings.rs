@@ -1,0 +1,94 @@
+//! App settings: Azure passes them to the handler as environment variables.
+
+use std::time::Duration;
+
+/// Why the settings are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A required setting is missing.
+    #[error("app setting {0} is not set; {1}")]
+    Missing(&'static str, &'static str),
+    /// A setting has a bad value.
+    #[error("app setting {0} is invalid: {1}")]
+    Invalid(&'static str, String),
+}
+
+/// Where agents of `local` environments are started.
+#[derive(Debug, Clone)]
+pub enum ComputeSetting {
+    /// No local compute provider (on Azure, `local` environments cannot run agents).
+    None,
+    /// The local compute provider's base URL.
+    Local(String),
+}
+
+/// Everything the handler reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `CULVERT_CONTROL_STORE`: PostgreSQL connection string of the control store.
+    pub control_store: String,
+    /// `CULVERT_PUBLIC_URL`: the API base URL agents call (`https://.../api`).
+    pub public_url: String,
+    /// `CULVERT_SEALING_PUBLIC_KEY`: PEM of the public key connector secrets are sealed with
+    /// for `local` environments.
+    pub local_sealing_key: Option<String>,
+    /// `CULVERT_LOCAL_COMPUTE_URL`: the local compute provider.
+    pub compute: ComputeSetting,
+    /// `CULVERT_HEARTBEAT_SECONDS` (default 5).
+    pub heartbeat: Duration,
+    /// `CULVERT_LEASE_SECONDS` (default 20): a pipeline's lease without renewal.
+    pub lease: Duration,
+}
+
+fn seconds(name: &'static str, default: u64) -> Result<Duration, SettingsError> {
+    match std::env::var(name) {
+        Err(_) => Ok(Duration::from_secs(default)),
+        Ok(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=3600).contains(n))
+            .map(Duration::from_secs)
+            .ok_or_else(|| SettingsError::Invalid(name, format!("{v:?} is not a number of seconds from 1 to 3600"))),
+    }
+}
+
+impl Settings {
+    /// Read the settings from the environment.
+    pub fn from_env() -> Result<Settings, SettingsError> {
+        let control_store = std::env::var("CULVERT_CONTROL_STORE").map_err(|_| {
+            SettingsError::Missing(
+                "CULVERT_CONTROL_STORE",
+                "set it to the control store's connection string, for example postgres://culvert@127.0.0.1:5432/culvert",
+            )
+        })?;
+        let public_url = std::env::var("CULVERT_PUBLIC_URL")
+            .unwrap_or_else(|_| "http://127.0.0.1:7071/api".into());
+        let local_sealing_key = match std::env::var("CULVERT_SEALING_PUBLIC_KEY") {
+            Err(_) => None,
+            Ok(v) if v.contains("BEGIN PUBLIC KEY") => Some(v),
+            Ok(path) => Some(std::fs::read_to_string(&path).map_err(|e| {
+                SettingsError::Invalid("CULVERT_SEALING_PUBLIC_KEY", format!("cannot read {path}: {e}"))
+            })?),
+        };
+        let compute = match std::env::var("CULVERT_LOCAL_COMPUTE_URL") {
+            Ok(u) if !u.is_empty() => ComputeSetting::Local(u.trim_end_matches('/').to_string()),
+            _ => ComputeSetting::None,
+        };
+        let heartbeat = seconds("CULVERT_HEARTBEAT_SECONDS", 5)?;
+        let lease = seconds("CULVERT_LEASE_SECONDS", 20)?;
+        if lease < heartbeat * 2 {
+            return Err(SettingsError::Invalid(
+                "CULVERT_LEASE_SECONDS",
+                "must be at least twice CULVERT_HEARTBEAT_SECONDS so one lost heartbeat does not move pipelines".into(),
+            ));
+        }
+        Ok(Settings {
+            control_store,
+            public_url,
+            local_sealing_key,
+            compute,
+            heartbeat,
+            lease,
+        })
+    }
+}
