@@ -16,17 +16,27 @@ fn main() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    let mut out = String::from("/// Every function: folder name and `function.json` text.\npub const FUNCTIONS: &[(&str, &str)] = &[\n");
+    let mut out = String::from(
+        "/// Every function: folder name and `function.json` text.\npub const FUNCTIONS: &[(&str, &str)] = &[\n",
+    );
     for n in &names {
         let path = app.join(n).join("function.json");
         println!("cargo:rerun-if-changed={}", path.display());
-        writeln!(out, "    ({n:?}, include_str!({:?})),", path.display().to_string()).unwrap();
+        writeln!(
+            out,
+            "    ({n:?}, include_str!({:?})),",
+            path.display().to_string()
+        )
+        .unwrap();
     }
     out.push_str("];\n");
     writeln!(
         out,
         "/// `host.json`.\npub const HOST_JSON: &str = include_str!({:?});",
-        host.canonicalize().expect("host.json").display().to_string()
+        host.canonicalize()
+            .expect("host.json")
+            .display()
+            .to_string()
     )
     .unwrap();
     let dest = Path::new(&std::env::var("OUT_DIR").unwrap()).join("functions.rs");

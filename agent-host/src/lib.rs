@@ -9,6 +9,7 @@ pub mod connectors;
 pub mod egress;
 pub mod engine;
 pub mod limits;
+pub mod managed;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;

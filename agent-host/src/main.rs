@@ -61,8 +61,36 @@ enum Command {
         #[arg(long = "table")]
         tables: Vec<String>,
     },
+    /// Run as a managed agent: register with the control plane and run what it assigns.
+    Agent {
+        /// The control plane's API base URL, for example http://127.0.0.1:7071/api.
+        #[arg(long, env = "CULVERT_CONTROL_PLANE")]
+        control_plane: String,
+        /// The environment this agent belongs to.
+        #[arg(long, env = "CULVERT_ENVIRONMENT")]
+        environment: uuid::Uuid,
+        /// File holding the environment's registration token.
+        #[arg(long)]
+        token_file: PathBuf,
+        /// Where the agent keeps its credential and its pipelines' buffers.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// PEM private key that opens connector secrets sealed for this environment.
+        #[arg(long)]
+        sealing_key: Option<PathBuf>,
+        /// Name shown in the control plane (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Serve Prometheus metrics on this address.
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
+    },
     /// List the connectors built into this agent.
-    Connectors,
+    Connectors {
+        /// Print each connector's configuration schema as JSON (`[{name, kind, spec}]`).
+        #[arg(long)]
+        specs: bool,
+    },
 }
 
 fn init_logging(format: &str) {
@@ -100,11 +128,63 @@ async fn shutdown_signal(tx: watch::Sender<bool>) {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Connectors => {
-            for name in connectors::first_party_names() {
-                println!("{name}");
+        Command::Connectors { specs } => {
+            if !specs {
+                for name in connectors::first_party_names() {
+                    println!("{name}");
+                }
+                return Ok(());
             }
+            // Both first-party connectors, through the same sandbox path pipelines use.
+            let cfg = PipelineConfig::parse(
+                "name = \"specs\"\n[source]\nconnector = \"postgres-source\"\n[target]\nconnector = \"postgres-target\"\n[buffer]\nurl = \"file:///nonexistent\"\n",
+            )?;
+            let sides = Sides::load(cfg, engine(cli.cache_dir)?, Metrics::new())?;
+            let (source, target) = sides.specs().await?;
+            let parse = |s: &str| {
+                serde_json::from_str::<serde_json::Value>(s).context("a spec is not JSON")
+            };
+            let out = serde_json::json!([
+                {"name": "postgres-source", "kind": "source", "spec": parse(&source)?},
+                {"name": "postgres-target", "kind": "target", "spec": parse(&target)?},
+            ]);
+            println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
+        }
+        Command::Agent {
+            control_plane,
+            environment,
+            token_file,
+            state_dir,
+            sealing_key,
+            name,
+            metrics_addr,
+        } => {
+            let metrics = Metrics::new();
+            if let Some(addr) = metrics_addr {
+                let m = metrics.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = metrics::serve(m, addr).await {
+                        tracing::error!(error = %e, "metrics server stopped");
+                    }
+                });
+            }
+            let name = name.unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_else(|_| "agent".into())
+            });
+            let opts = culvert_agent_host::managed::Options {
+                control_plane,
+                environment,
+                token_file,
+                state_dir,
+                sealing_key,
+                name,
+            };
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(shutdown_signal(tx));
+            culvert_agent_host::managed::run(opts, engine(cli.cache_dir)?, metrics, rx).await
         }
         Command::Check { pipeline } => {
             let cfg = PipelineConfig::load(&pipeline)?;

@@ -268,32 +268,55 @@ impl Sides {
         .map_err(|e| anyhow!(source_error(&label, e).message))
     }
 
-    /// Run `check` on both sides and return `(side, name, ok, message)` lines.
-    pub async fn check(&self) -> Result<Vec<(String, String, bool, String)>> {
-        let mut out = Vec::new();
+    /// Both sides' `spec` (JSON Schema text): `(source, target)`.
+    pub async fn specs(&self) -> Result<(String, String)> {
+        // Instantiating reads and caches each spec.
+        self.source_instance().await?;
+        self.target_instance().await?;
+        let get = |c: &tokio::sync::OnceCell<String>| c.get().cloned().unwrap_or_default();
+        Ok((get(&self.source_spec), get(&self.target_spec)))
+    }
+
+    /// Run the source's `check`: `(name, ok, message)` lines.
+    pub async fn check_source(&self) -> Result<Vec<(String, bool, String)>> {
         let mut src = self.source_instance().await?;
         let config = settings_json(&self.cfg.source);
-        for r in src
+        Ok(src
             .call("check", |s, w| {
                 w.culvert_connector_source_connector()
                     .call_check(s, &config)
             })
             .await
             .map_err(|e| anyhow!(e))?
-        {
-            out.push(("source".to_string(), r.name, r.ok, r.message));
-        }
+            .into_iter()
+            .map(|r| (r.name, r.ok, r.message))
+            .collect())
+    }
+
+    /// Run the target's `check`: `(name, ok, message)` lines.
+    pub async fn check_target(&self) -> Result<Vec<(String, bool, String)>> {
         let mut tgt = self.target_instance().await?;
         let config = settings_json(&self.cfg.target);
-        for r in tgt
+        Ok(tgt
             .call("check", |s, w| {
                 w.culvert_connector_destination_connector()
                     .call_check(s, &config)
             })
             .await
             .map_err(|e| anyhow!(e))?
-        {
-            out.push(("target".to_string(), r.name, r.ok, r.message));
+            .into_iter()
+            .map(|r| (r.name, r.ok, r.message))
+            .collect())
+    }
+
+    /// Run `check` on both sides and return `(side, name, ok, message)` lines.
+    pub async fn check(&self) -> Result<Vec<(String, String, bool, String)>> {
+        let mut out = Vec::new();
+        for (name, ok, message) in self.check_source().await? {
+            out.push(("source".to_string(), name, ok, message));
+        }
+        for (name, ok, message) in self.check_target().await? {
+            out.push(("target".to_string(), name, ok, message));
         }
         Ok(out)
     }
@@ -613,14 +636,34 @@ async fn target_loop(
         let rows = batch.rows();
         let size = batch.bytes();
         let started = batch.tables.iter().filter(|t| t.first_of_table).count() as u64;
+        let copying = batch.kind == Kind::Snapshot;
+        let per_table: Vec<(String, u64)> = batch
+            .tables
+            .iter()
+            .filter(|t| t.row_count > 0)
+            .map(|t| {
+                (
+                    format!("{}.{}", t.namespace, t.name),
+                    u64::from(t.row_count),
+                )
+            })
+            .collect();
         match target.apply(batch).await {
             Ok(position) => {
                 if let Some(at) = buffer.appended_at(seq).await {
+                    let lag = at.elapsed();
                     metrics
                         .lag_seconds
                         .get_or_create(&pipeline)
-                        .set(at.elapsed().as_secs_f64());
+                        .set(lag.as_secs_f64());
+                    progress
+                        .lag_millis
+                        .store(lag.as_millis() as u64, Ordering::Relaxed);
                 }
+                for (table, n) in per_table {
+                    progress.add_table_rows(table, n, copying);
+                }
+                progress.bytes_applied.fetch_add(size, Ordering::Relaxed);
                 buffer.release(seq).await?;
                 committed.send_replace(Some(position));
                 metrics.rows.get_or_create(&labels).inc_by(rows);

@@ -19,13 +19,42 @@ pub struct Progress {
     pub tables_total: AtomicU64,
     /// Snapshot tables started at the target.
     pub tables_started: AtomicU64,
+    /// Bytes of Arrow data the target committed.
+    pub bytes_applied: AtomicU64,
+    /// Milliseconds from a batch entering the buffer to its commit, for the last batch.
+    pub lag_millis: AtomicU64,
     phase: Mutex<&'static str>,
+    /// Rows committed per table, and whether the last of them came from the snapshot.
+    tables: Mutex<std::collections::BTreeMap<String, TableCount>>,
+}
+
+/// What the target committed for one table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableCount {
+    /// Rows committed.
+    pub rows: u64,
+    /// The last rows came from the initial copy (or a backfill), not from changes.
+    pub copying: bool,
 }
 
 impl Progress {
     /// Set the phase shown.
     pub fn set_phase(&self, phase: &'static str) {
         *self.phase.lock().expect("progress lock") = phase;
+    }
+
+    /// Count rows committed for `table` (`schema.name`).
+    pub fn add_table_rows(&self, table: String, rows: u64, copying: bool) {
+        let mut t = self.tables.lock().expect("progress lock");
+        let e = t.entry(table).or_default();
+        e.rows += rows;
+        e.copying = copying;
+    }
+
+    /// Rows committed per table.
+    pub fn tables(&self) -> Vec<(String, TableCount)> {
+        let t = self.tables.lock().expect("progress lock");
+        t.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// The phase shown.

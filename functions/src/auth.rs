@@ -111,7 +111,12 @@ pub enum Action {
 /// Whether `principal` may do `action`.
 pub fn authorize(principal: &Principal, action: Action) -> ApiResult<()> {
     let allowed = match (principal, action) {
-        (Principal::User { role: Role::Admin, .. }, a) => a != Action::AgentProtocol,
+        (
+            Principal::User {
+                role: Role::Admin, ..
+            },
+            a,
+        ) => a != Action::AgentProtocol,
         (Principal::Agent { .. }, a) => a == Action::AgentProtocol,
     };
     if allowed {
@@ -138,7 +143,9 @@ fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
-        .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be `Bearer <key>`".into()))
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header must be `Bearer <key>`".into())
+        })
 }
 
 /// Authenticate a request by its bearer credential (API key or agent key).
@@ -166,7 +173,10 @@ pub async fn authenticate(store: &Store, headers: &HeaderMap) -> ApiResult<Princ
     }
     if let Some((id, secret)) = parse_credential(CredentialKind::Agent, token) {
         let row = conn
-            .query_opt("select key_hash, environment_id from agents where id = $1", &[&id])
+            .query_opt(
+                "select key_hash, environment_id from agents where id = $1",
+                &[&id],
+            )
             .await?
             .ok_or_else(invalid)?;
         if !verify(secret, row.get(0)) {
@@ -183,11 +193,16 @@ pub async fn authenticate(store: &Store, headers: &HeaderMap) -> ApiResult<Princ
 /// The registration token in a request, checked against its environment.
 pub async fn registration_token(store: &Store, headers: &HeaderMap) -> ApiResult<Uuid> {
     let token = bearer(headers)?;
-    let invalid = || ApiError::Unauthorized("the agent registration token is unknown or was replaced".into());
-    let (env, secret) = parse_credential(CredentialKind::RegistrationToken, token).ok_or_else(invalid)?;
+    let invalid =
+        || ApiError::Unauthorized("the agent registration token is unknown or was replaced".into());
+    let (env, secret) =
+        parse_credential(CredentialKind::RegistrationToken, token).ok_or_else(invalid)?;
     let conn = store.conn().await?;
     let row = conn
-        .query_opt("select agent_token_hash from environments where id = $1", &[&env])
+        .query_opt(
+            "select agent_token_hash from environments where id = $1",
+            &[&env],
+        )
         .await?
         .ok_or_else(invalid)?;
     let stored: Option<Vec<u8>> = row.get(0);

@@ -48,8 +48,16 @@ impl FunctionDef {
         forwarding_enabled()
             && self.bindings.iter().filter(|b| b.direction == "in").count() == 1
             && self.http_trigger().is_some()
-            && self.bindings.iter().filter(|b| b.direction == "out").count() == 1
-            && self.bindings.iter().any(|b| b.direction == "out" && b.kind == "http")
+            && self
+                .bindings
+                .iter()
+                .filter(|b| b.direction == "out")
+                .count()
+                == 1
+            && self
+                .bindings
+                .iter()
+                .any(|b| b.direction == "out" && b.kind == "http")
     }
 
     /// Names of the queue output bindings.
@@ -108,7 +116,11 @@ pub fn axum_paths(prefix: &str, template: &str) -> Vec<String> {
     for seg in template.split('/').filter(|s| !s.is_empty()) {
         if let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
             let optional = inner.ends_with('?');
-            let name = inner.trim_end_matches('?').split(':').next().unwrap_or(inner);
+            let name = inner
+                .trim_end_matches('?')
+                .split(':')
+                .next()
+                .unwrap_or(inner);
             if optional {
                 paths.push(base.clone());
             }
@@ -124,7 +136,9 @@ pub fn axum_paths(prefix: &str, template: &str) -> Vec<String> {
 
 /// `extensions.queues.maxDequeueCount` (default 5).
 pub fn max_dequeue_count() -> u32 {
-    host()["extensions"]["queues"]["maxDequeueCount"].as_u64().unwrap_or(5) as u32
+    host()["extensions"]["queues"]["maxDequeueCount"]
+        .as_u64()
+        .unwrap_or(5) as u32
 }
 
 #[cfg(test)]
@@ -138,7 +152,10 @@ mod tests {
             vec!["/api/v1/connectors", "/api/v1/connectors/{id}"]
         );
         assert_eq!(
-            axum_paths("api", "v1/pipelines/{id:guid}/{action:regex(^(deploy|pause)$)}"),
+            axum_paths(
+                "api",
+                "v1/pipelines/{id:guid}/{action:regex(^(deploy|pause)$)}"
+            ),
             vec!["/api/v1/pipelines/{id}/{action}"]
         );
     }
@@ -152,7 +169,17 @@ mod tests {
                 assert!(!f.forwarded(), "{}", f.name);
             }
         }
-        assert!(all.iter().find(|f| f.name == "pipelines").unwrap().forwarded());
-        assert!(!all.iter().find(|f| f.name == "environments").unwrap().forwarded());
+        assert!(
+            all.iter()
+                .find(|f| f.name == "pipelines")
+                .unwrap()
+                .forwarded()
+        );
+        assert!(
+            !all.iter()
+                .find(|f| f.name == "environments")
+                .unwrap()
+                .forwarded()
+        );
     }
 }

@@ -63,18 +63,30 @@ impl LocalCompute {
             return Ok(());
         }
         let status = resp.status();
-        Err(fail(format!("HTTP {status}: {}", resp.text().await.unwrap_or_default())))
+        Err(fail(format!(
+            "HTTP {status}: {}",
+            resp.text().await.unwrap_or_default()
+        )))
     }
 
     /// Keep `pool.agents` agents of `environment` running (idempotent).
-    pub async fn ensure(&self, environment: Uuid, pool: &AgentPool<'_>) -> Result<(), ComputeError> {
-        let req = self.http.put(format!("{}/environments/{environment}", self.url)).json(pool);
+    pub async fn ensure(
+        &self,
+        environment: Uuid,
+        pool: &AgentPool<'_>,
+    ) -> Result<(), ComputeError> {
+        let req = self
+            .http
+            .put(format!("{}/environments/{environment}", self.url))
+            .json(pool);
         self.send(req).await
     }
 
     /// Stop every agent of `environment` (idempotent).
     pub async fn remove(&self, environment: Uuid) -> Result<(), ComputeError> {
-        let req = self.http.delete(format!("{}/environments/{environment}", self.url));
+        let req = self
+            .http
+            .delete(format!("{}/environments/{environment}", self.url));
         self.send(req).await
     }
 }

@@ -25,7 +25,12 @@ pub fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> ApiRe
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
-            let essence = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let essence = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             essence == "application/json" || essence.ends_with("+json")
         });
     if json_type != Some(true) {
@@ -39,7 +44,10 @@ pub fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> ApiRe
         let pointer = pointer_of(e.path());
         let message = e.into_inner().to_string();
         ApiError::Invalid {
-            detail: format!("{}: {message}", if pointer.is_empty() { "/" } else { &pointer }),
+            detail: format!(
+                "{}: {message}",
+                if pointer.is_empty() { "/" } else { &pointer }
+            ),
             errors: vec![FieldError { pointer, message }],
         }
     })
@@ -51,7 +59,9 @@ fn pointer_of(path: &serde_path_to_error::Path) -> String {
     for seg in path.iter() {
         match seg {
             Segment::Seq { index } => out.push_str(&format!("/{index}")),
-            Segment::Map { key } => out.push_str(&format!("/{}", key.replace('~', "~0").replace('/', "~1"))),
+            Segment::Map { key } => {
+                out.push_str(&format!("/{}", key.replace('~', "~0").replace('/', "~1")))
+            }
             Segment::Enum { variant } => out.push_str(&format!("/{variant}")),
             Segment::Unknown => {}
         }
@@ -61,9 +71,8 @@ fn pointer_of(path: &serde_path_to_error::Path) -> String {
 
 /// Parse a path id.
 pub fn parse_id(kind: &str, raw: &str) -> ApiResult<Uuid> {
-    Uuid::try_parse(raw).map_err(|_| {
-        ApiError::NotFound(format!("no {kind} with id {raw:?} (ids are UUIDs)"))
-    })
+    Uuid::try_parse(raw)
+        .map_err(|_| ApiError::NotFound(format!("no {kind} with id {raw:?} (ids are UUIDs)")))
 }
 
 /// `?limit=&cursor=` of a list.
@@ -95,7 +104,9 @@ pub fn paging(query: &std::collections::HashMap<String, String>) -> ApiResult<Pa
             .and_then(|n| n.parse::<i64>().ok())
             .filter(|n| *n >= 0)
             .ok_or_else(|| {
-                ApiError::BadRequest("`cursor` must be a `next_cursor` value from a previous page".into())
+                ApiError::BadRequest(
+                    "`cursor` must be a `next_cursor` value from a previous page".into(),
+                )
             })?,
     };
     Ok(Paging { limit, after })
@@ -173,7 +184,10 @@ mod tests {
 
     fn json_headers() -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
         h
     }
 
@@ -183,23 +197,46 @@ mod tests {
         let p = e.problem();
         assert_eq!(p.status, 422);
         assert_eq!(p.errors[0].pointer, "/items/1");
-        let e = json_body::<Body>(&json_headers(), br#"{"name":"a","items":[],"nmae":1}"#).unwrap_err();
-        assert!(e.problem().errors[0].message.contains("unknown field `nmae`"), "{e}");
-        assert_eq!(json_body::<Body>(&json_headers(), b"{").unwrap_err().problem().status, 400);
-        assert_eq!(json_body::<Body>(&HeaderMap::new(), b"{}").unwrap_err().problem().status, 415);
+        let e =
+            json_body::<Body>(&json_headers(), br#"{"name":"a","items":[],"nmae":1}"#).unwrap_err();
+        assert!(
+            e.problem().errors[0]
+                .message
+                .contains("unknown field `nmae`"),
+            "{e}"
+        );
+        assert_eq!(
+            json_body::<Body>(&json_headers(), b"{")
+                .unwrap_err()
+                .problem()
+                .status,
+            400
+        );
+        assert_eq!(
+            json_body::<Body>(&HeaderMap::new(), b"{}")
+                .unwrap_err()
+                .problem()
+                .status,
+            415
+        );
     }
 
     #[test]
     fn paging_and_if_match() {
-        let q = [("limit".to_string(), "2".to_string()), ("cursor".to_string(), "c7".to_string())]
-            .into_iter()
-            .collect();
+        let q = [
+            ("limit".to_string(), "2".to_string()),
+            ("cursor".to_string(), "c7".to_string()),
+        ]
+        .into_iter()
+        .collect();
         let p = paging(&q).unwrap();
         assert_eq!((p.limit, p.after), (2, 7));
         let pg = page(vec![(8, 'a'), (9, 'b'), (10, 'c')], p);
         assert_eq!(pg.items, vec!['a', 'b']);
         assert_eq!(pg.next_cursor.as_deref(), Some("c9"));
-        let bad = [("limit".to_string(), "0".to_string())].into_iter().collect();
+        let bad = [("limit".to_string(), "0".to_string())]
+            .into_iter()
+            .collect();
         assert!(paging(&bad).is_err());
         let mut h = HeaderMap::new();
         h.insert(header::IF_MATCH, HeaderValue::from_static("\"3\""));

@@ -32,7 +32,9 @@ where
         .to_str()
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= 200)
-        .ok_or_else(|| ApiError::BadRequest("Idempotency-Key must be 1 to 200 visible characters".into()))?
+        .ok_or_else(|| {
+            ApiError::BadRequest("Idempotency-Key must be 1 to 200 visible characters".into())
+        })?
         .to_string();
     let hash = Sha256::digest(body).to_vec();
     let principal = ctx.principal.name();

@@ -50,14 +50,21 @@ fn last_attempt(dequeue_count: u32) -> bool {
 }
 
 /// `provision`: make an environment's compute match what it asks for.
-pub async fn provision(app: &Arc<App>, msg: &Value, dequeue_count: u32) -> Result<String, JobError> {
+pub async fn provision(
+    app: &Arc<App>,
+    msg: &Value,
+    dequeue_count: u32,
+) -> Result<String, JobError> {
     let env_id = id_field(msg, "environment_id")?;
     let action = msg["action"].as_str().unwrap_or("ensure");
     let store = app.store().await?;
     let conn = store.conn().await?;
     if action == "remove" {
         if let Some(compute) = &app.local_compute {
-            compute.remove(env_id).await.map_err(|e| JobError::Failed(e.to_string()))?;
+            compute
+                .remove(env_id)
+                .await
+                .map_err(|e| JobError::Failed(e.to_string()))?;
         }
         return Ok(format!("agents of environment {env_id} stopped"));
     }
@@ -67,10 +74,15 @@ pub async fn provision(app: &Arc<App>, msg: &Value, dequeue_count: u32) -> Resul
         Err(e) => return Err(e.into()),
     };
     if env.provider == Provider::Azure {
-        return Ok(format!("environment {} waits for its bootstrap; nothing to start", env.name));
+        return Ok(format!(
+            "environment {} waits for its bootstrap; nothing to start",
+            env.name
+        ));
     }
     let compute = app.local_compute.as_ref().ok_or_else(|| {
-        JobError::Failed("no local compute provider is configured (CULVERT_LOCAL_COMPUTE_URL)".into())
+        JobError::Failed(
+            "no local compute provider is configured (CULVERT_LOCAL_COMPUTE_URL)".into(),
+        )
     })?;
     let (token, hash) = auth::new_credential(CredentialKind::RegistrationToken, env_id);
     conn.execute(
@@ -93,7 +105,10 @@ pub async fn provision(app: &Arc<App>, msg: &Value, dequeue_count: u32) -> Resul
         }
         return Err(JobError::Failed(e.to_string()));
     }
-    Ok(format!("environment {} runs {} agent(s)", env.name, env.agents))
+    Ok(format!(
+        "environment {} runs {} agent(s)",
+        env.name, env.agents
+    ))
 }
 
 /// `validate`: make sure a queued validation has an agent to run it, or fail it clearly.
@@ -116,7 +131,9 @@ pub async fn validate(app: &Arc<App>, msg: &Value, dequeue_count: u32) -> Result
     let env: String = row.get(1);
     let healthy: i64 = row.get(2);
     if state != "queued" || healthy > 0 {
-        return Ok(format!("validation {vid} is {state}; {healthy} agent(s) of {env} can run it"));
+        return Ok(format!(
+            "validation {vid} is {state}; {healthy} agent(s) of {env} can run it"
+        ));
     }
     if last_attempt(dequeue_count) {
         let check = CheckOutcome {
@@ -129,7 +146,9 @@ pub async fn validate(app: &Arc<App>, msg: &Value, dequeue_count: u32) -> Result
         connectors::finish_validation(&**conn, vid, &[check]).await?;
         return Ok(format!("validation {vid} failed: no agent"));
     }
-    Err(JobError::Failed(format!("no healthy agent in environment {env} yet")))
+    Err(JobError::Failed(format!(
+        "no healthy agent in environment {env} yet"
+    )))
 }
 
 /// `housekeeping`: agent health, environment state, stale validations, leases.
@@ -176,8 +195,11 @@ pub async fn housekeeping(app: &Arc<App>) -> Result<String, JobError> {
             &[&stale],
         )
         .await?;
-    conn.execute("delete from idempotency_keys where created_at < now() - interval '24 hours'", &[])
-        .await?;
+    conn.execute(
+        "delete from idempotency_keys where created_at < now() - interval '24 hours'",
+        &[],
+    )
+    .await?;
     let envs: Vec<Uuid> = conn
         .query("select id from environments", &[])
         .await?
@@ -187,5 +209,7 @@ pub async fn housekeeping(app: &Arc<App>) -> Result<String, JobError> {
     for env in envs {
         scheduler::schedule(&mut conn, env, app.settings.lease).await?;
     }
-    Ok(format!("{unhealthy} agent(s) marked unhealthy, {stale} stale validation(s) failed"))
+    Ok(format!(
+        "{unhealthy} agent(s) marked unhealthy, {stale} stale validation(s) failed"
+    ))
 }

@@ -44,9 +44,12 @@ pub fn router(app: Arc<App>) -> Router {
     let mut router = Router::new().route("/", get(|| async { "culvert-functions" }));
     for f in bindings::all() {
         if f.forwarded() {
-            let handler = api::handler(f.name)
-                .unwrap_or_else(|| panic!("function {} has a function.json but no handler", f.name));
-            let trigger = f.http_trigger().expect("forwarded functions have an HTTP trigger");
+            let handler = api::handler(f.name).unwrap_or_else(|| {
+                panic!("function {} has a function.json but no handler", f.name)
+            });
+            let trigger = f
+                .http_trigger()
+                .expect("forwarded functions have an HTTP trigger");
             let route = trigger.route.clone().unwrap_or_else(|| f.name.to_string());
             let methods: Vec<Method> = trigger
                 .methods
@@ -65,8 +68,10 @@ pub fn router(app: Arc<App>) -> Router {
                               headers: HeaderMap,
                               body: Bytes| async move {
                             if !methods.is_empty() && !methods.contains(&method) {
-                                return ApiError::MethodNotAllowed(format!("{method} is not supported on this path"))
-                                    .into_response();
+                                return ApiError::MethodNotAllowed(format!(
+                                    "{method} is not supported on this path"
+                                ))
+                                .into_response();
                             }
                             let req = Req {
                                 method,
@@ -99,7 +104,8 @@ async fn forwarded(handler: Handler, app: Arc<App>, req: Req) -> Response {
             if !outcome.messages.is_empty() {
                 // function.json gives this function no queue output: a bug, not a user error.
                 tracing::error!("a forwarded function produced queue messages; they were dropped");
-                return ApiError::Internal("queue messages from a forwarded function".into()).into_response();
+                return ApiError::Internal("queue messages from a forwarded function".into())
+                    .into_response();
             }
             outcome.response
         }
@@ -141,19 +147,30 @@ async fn invoke(def: FunctionDef, app: Arc<App>, body: Bytes) -> Response {
         }
     };
     let Some(trigger) = def.trigger().cloned() else {
-        return payload_reply(StatusCode::INTERNAL_SERVER_ERROR, InvocationResult::default());
+        return payload_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            InvocationResult::default(),
+        );
     };
     match trigger.kind.as_str() {
         "httpTrigger" => http_invocation(&def, &trigger.name, app, inv).await,
         "queueTrigger" | "timerTrigger" => job_invocation(&def, &trigger.name, app, inv).await,
         other => {
             tracing::error!(function = def.name, trigger = other, "unsupported trigger");
-            payload_reply(StatusCode::INTERNAL_SERVER_ERROR, InvocationResult::default())
+            payload_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                InvocationResult::default(),
+            )
         }
     }
 }
 
-async fn http_invocation(def: &FunctionDef, binding: &str, app: Arc<App>, inv: Invocation) -> Response {
+async fn http_invocation(
+    def: &FunctionDef,
+    binding: &str,
+    app: Arc<App>,
+    inv: Invocation,
+) -> Response {
     let http_out = def
         .bindings
         .iter()
@@ -170,7 +187,11 @@ async fn http_invocation(def: &FunctionDef, binding: &str, app: Arc<App>, inv: I
             return payload_reply(StatusCode::BAD_REQUEST, result);
         }
     };
-    let method = data.method.to_ascii_uppercase().parse().unwrap_or(Method::GET);
+    let method = data
+        .method
+        .to_ascii_uppercase()
+        .parse()
+        .unwrap_or(Method::GET);
     let req = Req {
         method,
         headers: data.header_map(),
@@ -200,8 +221,15 @@ async fn http_invocation(def: &FunctionDef, binding: &str, app: Arc<App>, inv: I
     }
     for (binding, msgs) in grouped {
         if !def.queue_outputs().contains(&binding) {
-            tracing::error!(function = def.name, binding, "no such queue output in function.json");
-            return payload_reply(StatusCode::INTERNAL_SERVER_ERROR, InvocationResult::default());
+            tracing::error!(
+                function = def.name,
+                binding,
+                "no such queue output in function.json"
+            );
+            return payload_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                InvocationResult::default(),
+            );
         }
         // JSON objects, never bare strings: the host base64-decodes strings that look like base64.
         outputs.insert(binding.to_string(), Value::Array(msgs));
@@ -214,7 +242,12 @@ async fn http_invocation(def: &FunctionDef, binding: &str, app: Arc<App>, inv: I
     payload_reply(StatusCode::OK, result)
 }
 
-async fn job_invocation(def: &FunctionDef, binding: &str, app: Arc<App>, inv: Invocation) -> Response {
+async fn job_invocation(
+    def: &FunctionDef,
+    binding: &str,
+    app: Arc<App>,
+    inv: Invocation,
+) -> Response {
     let dequeue_count = inv.dequeue_count();
     let outcome = match def.name {
         "housekeeping" => jobs::housekeeping(&app).await,

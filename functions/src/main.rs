@@ -12,7 +12,11 @@ use culvert_functions::settings::Settings;
 use culvert_functions::store::Store;
 
 #[derive(Parser)]
-#[command(name = "culvert-functions", version, about = "Culvert control plane (Azure Functions custom handler)")]
+#[command(
+    name = "culvert-functions",
+    version,
+    about = "Culvert control plane (Azure Functions custom handler)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -89,9 +93,16 @@ async fn run(cli: Cli) -> Result<()> {
             let store = Store::new(&settings.control_store)?;
             store.migrate().await?;
             let conn = store.conn().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            let (key, secret) = culvert_functions::auth::create_api_key(&**conn, &name, Role::Admin, days).await?;
+            let (key, secret) =
+                culvert_functions::auth::create_api_key(&**conn, &name, Role::Admin, days).await?;
             write_private(&out, &format!("{secret}\n"))?;
-            println!("created API key {} ({}), expires {}; written to {}", key.id, key.prefix, key.expires_at, out.display());
+            println!(
+                "created API key {} ({}), expires {}; written to {}",
+                key.id,
+                key.prefix,
+                key.expires_at,
+                out.display()
+            );
             Ok(())
         }
     }
@@ -115,8 +126,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("CULVERT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -90,7 +90,8 @@ impl Invocation {
             .data
             .get(binding)
             .ok_or_else(|| ProtocolError::MissingTrigger(binding.into()))?;
-        serde_json::from_value(unwrap_json(raw)).map_err(|e| ProtocolError::Malformed(e.to_string()))
+        serde_json::from_value(unwrap_json(raw))
+            .map_err(|e| ProtocolError::Malformed(e.to_string()))
     }
 }
 
@@ -126,7 +127,10 @@ impl HttpRequestData {
                 continue;
             };
             let list: Vec<String> = match values {
-                Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
                 Value::String(s) => vec![s.clone()],
                 _ => Vec::new(),
             };
@@ -184,9 +188,13 @@ mod tests {
             "Metadata": {"DequeueCount": "2", "Id": "\"800ae4b3\"", "sys": {"MethodName": "provision"}}
         });
         let inv = Invocation::parse(body.to_string().as_bytes()).unwrap();
-        assert_eq!(inv.queue_message("msg").unwrap(), json!({"environment_id": "e1"}));
+        assert_eq!(
+            inv.queue_message("msg").unwrap(),
+            json!({"environment_id": "e1"})
+        );
         assert_eq!(inv.dequeue_count(), 2);
-        let plain = json!({"Data": {"msg": {"environment_id": "e1"}}, "Metadata": {"DequeueCount": 1}});
+        let plain =
+            json!({"Data": {"msg": {"environment_id": "e1"}}, "Metadata": {"DequeueCount": 1}});
         let inv = Invocation::parse(plain.to_string().as_bytes()).unwrap();
         assert_eq!(inv.queue_message("msg").unwrap()["environment_id"], "e1");
         assert_eq!(inv.dequeue_count(), 1);

@@ -19,7 +19,10 @@ pub async fn schedule(client: &mut Client, environment: Uuid, lease: Duration) -
     let tx = client.transaction().await?;
     // One scheduler per environment at a time.
     if tx
-        .query_opt("select 1 from environments where id = $1 for update", &[&environment])
+        .query_opt(
+            "select 1 from environments where id = $1 for update",
+            &[&environment],
+        )
         .await?
         .is_none()
     {
@@ -63,9 +66,15 @@ pub async fn schedule(client: &mut Client, environment: Uuid, lease: Duration) -
         .map(|r| r.get(0))
         .collect();
     for pipeline in waiting {
-        let slot = load.iter_mut().min_by_key(|(_, n)| *n).expect("at least one agent");
+        let slot = load
+            .iter_mut()
+            .min_by_key(|(_, n)| *n)
+            .expect("at least one agent");
         let epoch: i64 = tx
-            .query_one("update pipelines set epoch = epoch + 1 where id = $1 returning epoch", &[&pipeline])
+            .query_one(
+                "update pipelines set epoch = epoch + 1 where id = $1 returning epoch",
+                &[&pipeline],
+            )
             .await?
             .get(0);
         tx.execute(

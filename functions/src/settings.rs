@@ -48,7 +48,12 @@ fn seconds(name: &'static str, default: u64) -> Result<Duration, SettingsError> 
             .ok()
             .filter(|n| (1..=3600).contains(n))
             .map(Duration::from_secs)
-            .ok_or_else(|| SettingsError::Invalid(name, format!("{v:?} is not a number of seconds from 1 to 3600"))),
+            .ok_or_else(|| {
+                SettingsError::Invalid(
+                    name,
+                    format!("{v:?} is not a number of seconds from 1 to 3600"),
+                )
+            }),
     }
 }
 
@@ -67,7 +72,10 @@ impl Settings {
             Err(_) => None,
             Ok(v) if v.contains("BEGIN PUBLIC KEY") => Some(v),
             Ok(path) => Some(std::fs::read_to_string(&path).map_err(|e| {
-                SettingsError::Invalid("CULVERT_SEALING_PUBLIC_KEY", format!("cannot read {path}: {e}"))
+                SettingsError::Invalid(
+                    "CULVERT_SEALING_PUBLIC_KEY",
+                    format!("cannot read {path}: {e}"),
+                )
             })?),
         };
         let compute = match std::env::var("CULVERT_LOCAL_COMPUTE_URL") {

@@ -21,12 +21,13 @@ struct Known {
 }
 
 static TYPES: LazyLock<Vec<Known>> = LazyLock::new(|| {
-    let types: Vec<ConnectorType> =
-        serde_json::from_str(include_str!("../connector-types.json")).expect("connector-types.json");
+    let types: Vec<ConnectorType> = serde_json::from_str(include_str!("../connector-types.json"))
+        .expect("connector-types.json");
     types
         .into_iter()
         .map(|ty| Known {
-            validator: jsonschema::validator_for(&ty.spec).expect("connector spec is a valid JSON Schema"),
+            validator: jsonschema::validator_for(&ty.spec)
+                .expect("connector spec is a valid JSON Schema"),
             ty,
         })
         .collect()
@@ -39,7 +40,10 @@ pub fn all() -> Vec<ConnectorType> {
 
 /// One connector type by name.
 pub fn get(name: &str) -> Option<ConnectorType> {
-    TYPES.iter().find(|k| k.ty.name == name).map(|k| k.ty.clone())
+    TYPES
+        .iter()
+        .find(|k| k.ty.name == name)
+        .map(|k| k.ty.clone())
 }
 
 fn known(name: &str) -> Result<&'static Known, ApiError> {
@@ -47,7 +51,10 @@ fn known(name: &str) -> Result<&'static Known, ApiError> {
         let names: Vec<&str> = TYPES.iter().map(|k| k.ty.name.as_str()).collect();
         ApiError::field(
             "/type",
-            format!("unknown connector type {name:?}; known types are {}", names.join(", ")),
+            format!(
+                "unknown connector type {name:?}; known types are {}",
+                names.join(", ")
+            ),
         )
     })
 }
@@ -85,11 +92,16 @@ pub fn validate(name: &str, config: &Map<String, Value>) -> Result<(), ApiError>
                 message: format!("not a connector setting: {why}"),
             });
         } else if props.is_some_and(|p| !p.contains_key(key)) {
-            let mut names: Vec<&str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+            let mut names: Vec<&str> = props
+                .map(|p| p.keys().map(String::as_str).collect())
+                .unwrap_or_default();
             names.retain(|n| !PIPELINE_KEYS.iter().any(|(p, _)| p == n));
             errors.push(FieldError {
                 pointer: format!("/config/{key}"),
-                message: format!("unknown setting for {name}; known settings are {}", names.join(", ")),
+                message: format!(
+                    "unknown setting for {name}; known settings are {}",
+                    names.join(", ")
+                ),
             });
         }
     }
@@ -106,7 +118,11 @@ pub fn validate(name: &str, config: &Map<String, Value>) -> Result<(), ApiError>
     Err(ApiError::Invalid {
         detail: format!(
             "the configuration does not match the {name} spec: {}",
-            errors.iter().map(|e| format!("{} {}", e.pointer, e.message)).collect::<Vec<_>>().join("; ")
+            errors
+                .iter()
+                .map(|e| format!("{} {}", e.pointer, e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
         ),
         errors,
     })
@@ -124,7 +140,12 @@ pub fn split_secrets(
             Some(Value::String(s)) => {
                 secrets.insert(field, s);
             }
-            Some(_) => return Err(ApiError::field(&format!("/config/{field}"), "must be a string")),
+            Some(_) => {
+                return Err(ApiError::field(
+                    &format!("/config/{field}"),
+                    "must be a string",
+                ));
+            }
         }
     }
     Ok((config, secrets))
@@ -143,13 +164,25 @@ mod tests {
     fn both_first_party_types_are_known() {
         assert_eq!(kind_of("postgres-source").unwrap(), ConnectorKind::Source);
         assert_eq!(kind_of("postgres-target").unwrap(), ConnectorKind::Target);
-        assert_eq!(secret_fields("postgres-source").unwrap(), vec!["password".to_string()]);
-        assert!(kind_of("mysql-source").unwrap_err().to_string().contains("known types are"));
+        assert_eq!(
+            secret_fields("postgres-source").unwrap(),
+            vec!["password".to_string()]
+        );
+        assert!(
+            kind_of("mysql-source")
+                .unwrap_err()
+                .to_string()
+                .contains("known types are")
+        );
     }
 
     #[test]
     fn errors_point_at_the_field_and_never_echo_values() {
-        validate("postgres-source", &map(json!({"host": "db", "user": "u", "database": "d"}))).unwrap();
+        validate(
+            "postgres-source",
+            &map(json!({"host": "db", "user": "u", "database": "d"})),
+        )
+        .unwrap();
         let e = validate(
             "postgres-source",
             &map(json!({"host": "db", "user": "u", "database": "d", "port": "hunter2", "prot": 1, "tables": ["a"]})),
@@ -167,8 +200,11 @@ mod tests {
 
     #[test]
     fn secrets_are_split_off() {
-        let (plain, secrets) =
-            split_secrets("postgres-target", map(json!({"host": "db", "password": "pw"}))).unwrap();
+        let (plain, secrets) = split_secrets(
+            "postgres-target",
+            map(json!({"host": "db", "password": "pw"})),
+        )
+        .unwrap();
         assert!(!plain.contains_key("password"));
         assert_eq!(secrets["password"], "pw");
     }

@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS _culvert.pending (
     ipc bytea NOT NULL,
     PRIMARY KEY (pipeline, ord)
 );
+CREATE TABLE IF NOT EXISTS _culvert.fences (
+    pipeline text PRIMARY KEY,
+    epoch bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
 CREATE TABLE IF NOT EXISTS _culvert.paused (
     pipeline text NOT NULL,
     table_name text NOT NULL,
@@ -54,6 +59,48 @@ struct Session {
     tables: Tables,
     /// Tables whose schema change the target could not take: skipped until recopied.
     paused: HashSet<String>,
+    /// The lease epoch this writer holds (`fence_epoch`), when a control plane assigns it.
+    fence: Option<i64>,
+}
+
+/// Raise the pipeline's fence to `epoch`; fails when a newer lease holder has raised it
+/// further, so an agent that lost its lease can never commit again.
+async fn check_fence(
+    client: &Client,
+    cfg: &PgConnectConfig,
+    pipeline: &str,
+    epoch: i64,
+) -> GuestResult<()> {
+    let held = client
+        .query_opt(
+            "INSERT INTO _culvert.fences (pipeline, epoch) VALUES ($1, $2)
+             ON CONFLICT (pipeline) DO UPDATE SET epoch = EXCLUDED.epoch, updated_at = now()
+             WHERE _culvert.fences.epoch <= EXCLUDED.epoch
+             RETURNING epoch",
+            &[&pipeline, &epoch],
+        )
+        .await
+        .map_err(|e| pg_error(cfg, "check the lease fence", &e))?;
+    if held.is_none() {
+        return Err(GuestError::new(
+            ErrorKind::State,
+            format!(
+                "pipeline {pipeline} is fenced: its lease moved to another agent (this writer holds epoch {epoch}); it stops here"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn fence_of(config: &str) -> GuestResult<Option<i64>> {
+    let v: serde_json::Value = parse_config(config)?;
+    match v.get("fence_epoch") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(n) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| GuestError::new(ErrorKind::Config, "`fence_epoch` must be an integer")),
+    }
 }
 
 /// A destination session.
@@ -113,12 +160,18 @@ async fn open(config: &str, pipeline: String, resolve: Resolver) -> GuestResult<
     let paused = load_paused(&client, &pipeline)
         .await
         .map_err(|e| pg_error(&cfg, "read paused tables", &e))?;
+    let fence = fence_of(config)?;
+    if let Some(epoch) = fence {
+        // Fence out older holders now, before they commit another batch.
+        check_fence(&client, &cfg, &pipeline, epoch).await?;
+    }
     Ok(Session {
         cfg,
         pipeline,
         client,
         tables: Tables::default(),
         paused,
+        fence,
     })
 }
 
@@ -217,6 +270,7 @@ async fn apply(session: &mut Session, batch: wit::Batch) -> GuestResult<Vec<u8>>
         cfg,
         pipeline,
         client,
+        fence,
         ..
     } = &*session;
     let (cfg, pipeline) = (cfg.clone(), pipeline.clone());
@@ -224,6 +278,13 @@ async fn apply(session: &mut Session, batch: wit::Batch) -> GuestResult<Vec<u8>>
         .batch_execute("BEGIN")
         .await
         .map_err(|e| pg_error(&cfg, "begin", &e))?;
+    if let Some(epoch) = *fence {
+        // In the batch's transaction: the fence row stays locked until commit.
+        if let Err(e) = check_fence(client, &cfg, &pipeline, epoch).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+    }
     if let Some(done) = committed(client, &cfg, &pipeline, true).await?
         && done >= batch.position
     {
@@ -331,6 +392,7 @@ async fn apply_entry(session: &mut Session, kind: wit::BatchKind, mut e: Entry) 
         client,
         tables,
         paused,
+        ..
     } = session;
     let name = e.desc.qualified();
     // Paused tables are recorded under the name operators type: schema.table.

@@ -95,6 +95,9 @@ pub struct Heartbeat {
     /// Pipelines running now.
     #[serde(default)]
     pub running: Vec<RunningPipeline>,
+    /// The agent is shutting down: release every lease it does not list in `running`.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// One connector of an assignment, with its secrets still sealed for the agent.

@@ -69,12 +69,20 @@ mod tests {
 
     #[test]
     fn message_names_each_field() {
-        let mut p = Problem::new(422, "invalid-body", "Invalid request body", "2 fields are wrong");
+        let mut p = Problem::new(
+            422,
+            "invalid-body",
+            "Invalid request body",
+            "2 fields are wrong",
+        );
         p.errors.push(FieldError {
             pointer: "/config/port".into(),
             message: "must be at most 65535".into(),
         });
-        assert_eq!(p.message(), "2 fields are wrong; /config/port: must be at most 65535");
+        assert_eq!(
+            p.message(),
+            "2 fields are wrong; /config/port: must be at most 65535"
+        );
         let back: Problem = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
     }

@@ -12,7 +12,9 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use rand::RngCore;
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -27,7 +29,9 @@ pub enum SealError {
     #[error("the sealed secrets are malformed: {0}")]
     Malformed(String),
     /// The envelope was sealed for another key.
-    #[error("the secrets were sealed for key {sealed_for}, but this agent holds key {held}; the connector must be saved again for this environment")]
+    #[error(
+        "the secrets were sealed for key {sealed_for}, but this agent holds key {held}; the connector must be saved again for this environment"
+    )]
     WrongKey {
         /// Key id in the envelope.
         sealed_for: String,
@@ -80,8 +84,12 @@ fn kid_of(public: &RsaPublicKey) -> String {
 impl SealingKey {
     /// Parse a PEM public key (SPKI).
     pub fn from_pem(pem: &str) -> Result<SealingKey, SealError> {
-        let key = RsaPublicKey::from_public_key_pem(pem).map_err(|e| SealError::BadKey(e.to_string()))?;
-        Ok(SealingKey { kid: kid_of(&key), key })
+        let key =
+            RsaPublicKey::from_public_key_pem(pem).map_err(|e| SealError::BadKey(e.to_string()))?;
+        Ok(SealingKey {
+            kid: kid_of(&key),
+            key,
+        })
     }
 
     /// The key id sealed envelopes carry.
@@ -98,7 +106,13 @@ impl SealingKey {
         rng.fill_bytes(&mut iv);
         let cipher = Aes256Gcm::new_from_slice(&dek).expect("32-byte key");
         let ct = cipher
-            .encrypt(Nonce::from_slice(&iv), Payload { msg: plaintext, aad: AAD })
+            .encrypt(
+                Nonce::from_slice(&iv),
+                Payload {
+                    msg: plaintext,
+                    aad: AAD,
+                },
+            )
             .expect("AES-GCM encryption");
         let ek = self
             .key
@@ -126,14 +140,18 @@ impl OpeningKey {
 
     /// Parse a PEM private key (PKCS#8).
     pub fn from_pem(pem: &str) -> Result<OpeningKey, SealError> {
-        let key = RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| SealError::BadKey(e.to_string()))?;
+        let key =
+            RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| SealError::BadKey(e.to_string()))?;
         let kid = kid_of(&key.to_public_key());
         Ok(OpeningKey { key, kid })
     }
 
     /// PEM (PKCS#8) of the private key.
     pub fn to_pem(&self) -> String {
-        self.key.to_pkcs8_pem(LineEnding::LF).expect("encode private key").to_string()
+        self.key
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("encode private key")
+            .to_string()
     }
 
     /// PEM (SPKI) of the public key.
@@ -151,9 +169,13 @@ impl OpeningKey {
 
     /// Open an envelope made by [`SealingKey::seal`].
     pub fn open(&self, sealed: &str) -> Result<Vec<u8>, SealError> {
-        let env: Envelope = serde_json::from_str(sealed).map_err(|e| SealError::Malformed(e.to_string()))?;
+        let env: Envelope =
+            serde_json::from_str(sealed).map_err(|e| SealError::Malformed(e.to_string()))?;
         if env.v != 1 || env.alg != ALG {
-            return Err(SealError::Malformed(format!("version {} algorithm {}", env.v, env.alg)));
+            return Err(SealError::Malformed(format!(
+                "version {} algorithm {}",
+                env.v, env.alg
+            )));
         }
         if env.kid != self.kid {
             return Err(SealError::WrongKey {
@@ -161,12 +183,18 @@ impl OpeningKey {
                 held: self.kid.clone(),
             });
         }
-        let field = |s: &str| B64.decode(s).map_err(|e| SealError::Malformed(e.to_string()));
+        let field = |s: &str| {
+            B64.decode(s)
+                .map_err(|e| SealError::Malformed(e.to_string()))
+        };
         let (ek, iv, ct) = (field(&env.ek)?, field(&env.iv)?, field(&env.ct)?);
         if iv.len() != 12 {
             return Err(SealError::Malformed("iv must be 12 bytes".into()));
         }
-        let dek = self.key.decrypt(Oaep::new::<Sha256>(), &ek).map_err(|_| SealError::Decrypt)?;
+        let dek = self
+            .key
+            .decrypt(Oaep::new::<Sha256>(), &ek)
+            .map_err(|_| SealError::Decrypt)?;
         let cipher = Aes256Gcm::new_from_slice(&dek).map_err(|_| SealError::Decrypt)?;
         cipher
             .decrypt(Nonce::from_slice(&iv), Payload { msg: &ct, aad: AAD })
@@ -203,11 +231,24 @@ mod tests {
         let sealed = public.seal(b"secret");
         let mut env: serde_json::Value = serde_json::from_str(&sealed).unwrap();
         let ct = env["ct"].as_str().unwrap().to_string();
-        let flipped = if ct.starts_with('A') { format!("B{}", &ct[1..]) } else { format!("A{}", &ct[1..]) };
+        let flipped = if ct.starts_with('A') {
+            format!("B{}", &ct[1..])
+        } else {
+            format!("A{}", &ct[1..])
+        };
         env["ct"] = flipped.into();
-        assert!(matches!(private.open(&env.to_string()), Err(SealError::Decrypt)));
+        assert!(matches!(
+            private.open(&env.to_string()),
+            Err(SealError::Decrypt)
+        ));
         env["kid"] = "local:0000".into();
-        assert!(matches!(private.open(&env.to_string()), Err(SealError::WrongKey { .. })));
-        assert!(matches!(private.open("not json"), Err(SealError::Malformed(_))));
+        assert!(matches!(
+            private.open(&env.to_string()),
+            Err(SealError::WrongKey { .. })
+        ));
+        assert!(matches!(
+            private.open("not json"),
+            Err(SealError::Malformed(_))
+        ));
     }
 }

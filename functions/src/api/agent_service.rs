@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use culvert_control_api::agents::{
-    AgentRegister, AgentRegistered, AgentReport, Assignment, ConnectorDefinition, Heartbeat, HeartbeatReply,
-    PipelineCommand, ValidationTask,
+    AgentRegister, AgentRegistered, AgentReport, Assignment, ConnectorDefinition, Heartbeat,
+    HeartbeatReply, PipelineCommand, ValidationTask,
 };
 use culvert_control_api::connectors::Connector;
 use serde_json::Value;
@@ -21,8 +21,13 @@ use crate::scheduler;
 
 fn agent_of(ctx: &Ctx) -> ApiResult<(Uuid, Uuid)> {
     match ctx.principal {
-        Principal::Agent { agent_id, environment_id } => Ok((agent_id, environment_id)),
-        Principal::User { .. } => Err(ApiError::Forbidden("only agents call the agent protocol".into())),
+        Principal::Agent {
+            agent_id,
+            environment_id,
+        } => Ok((agent_id, environment_id)),
+        Principal::User { .. } => Err(ApiError::Forbidden(
+            "only agents call the agent protocol".into(),
+        )),
     }
 }
 
@@ -32,7 +37,9 @@ pub async fn register(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let env = auth::registration_token(store, &req.headers).await?;
     let body: AgentRegister = json_body(&req.headers, &req.body)?;
     if body.environment_id != env {
-        return Err(ApiError::Forbidden("the registration token belongs to another environment".into()));
+        return Err(ApiError::Forbidden(
+            "the registration token belongs to another environment".into(),
+        ));
     }
     if body.name.is_empty() || body.name.len() > 200 || body.version.len() > 100 {
         return Err(ApiError::field("/name", "must be 1 to 200 characters"));
@@ -63,7 +70,10 @@ pub async fn register(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     Ok(reply(StatusCode::CREATED, &reply_body, None).into())
 }
 
-fn definition(c: &Connector, sealed: std::collections::BTreeMap<String, String>) -> ConnectorDefinition {
+fn definition(
+    c: &Connector,
+    sealed: std::collections::BTreeMap<String, String>,
+) -> ConnectorDefinition {
     ConnectorDefinition {
         connector_type: c.connector_type.clone(),
         kind: c.kind,
@@ -72,7 +82,10 @@ fn definition(c: &Connector, sealed: std::collections::BTreeMap<String, String>)
     }
 }
 
-async fn connector_definition(client: &impl GenericClient, id: Uuid) -> ApiResult<ConnectorDefinition> {
+async fn connector_definition(
+    client: &impl GenericClient,
+    id: Uuid,
+) -> ApiResult<ConnectorDefinition> {
     let c = connectors::load(client, id).await?;
     let sealed = connectors::sealed_secrets(client, id).await?;
     Ok(definition(&c, sealed))
@@ -117,7 +130,11 @@ async fn assignments(client: &impl GenericClient, agent: Uuid) -> ApiResult<Vec<
     Ok(out)
 }
 
-async fn claim_validations(client: &impl GenericClient, agent: Uuid, env: Uuid) -> ApiResult<Vec<ValidationTask>> {
+async fn claim_validations(
+    client: &impl GenericClient,
+    agent: Uuid,
+    env: Uuid,
+) -> ApiResult<Vec<ValidationTask>> {
     let rows = client
         .query(
             "update validations set state = 'running', agent_id = $1, started_at = now()
@@ -148,8 +165,8 @@ pub async fn heartbeat(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     {
         let tx = conn.transaction().await?;
         tx.execute(
-            "update agents set last_heartbeat_at = now(), healthy = true where id = $1",
-            &[&agent],
+            "update agents set last_heartbeat_at = now(), healthy = not $2 where id = $1",
+            &[&agent, &body.draining],
         )
         .await?;
         let mut running = Vec::with_capacity(body.running.len());
@@ -186,13 +203,28 @@ pub async fn heartbeat(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
             &[&agent, &lease_secs],
         )
         .await?;
-        // A revoked lease ends once its agent no longer runs the pipeline.
+        // A revoked lease ends once its agent no longer runs the pipeline; a draining
+        // agent gives back every lease it no longer uses.
         tx.execute(
-            "delete from leases where agent_id = $1 and revoked and not (pipeline_id = any($2))",
-            &[&agent, &running],
+            "delete from leases where agent_id = $1 and (revoked or $3) and not (pipeline_id = any($2))",
+            &[&agent, &running, &body.draining],
         )
         .await?;
+        if body.draining {
+            tx.execute("update agents set healthy = false where id = $1", &[&agent])
+                .await?;
+        }
         tx.commit().await?;
+        if body.draining {
+            scheduler::schedule(&mut conn, env, app.settings.lease).await?;
+            let reply_body = HeartbeatReply {
+                assignments: Vec::new(),
+                validations: Vec::new(),
+                heartbeat_seconds: app.settings.heartbeat.as_secs() as u32,
+                lease_seconds: app.settings.lease.as_secs() as u32,
+            };
+            return Ok(reply(StatusCode::OK, &reply_body, None).into());
+        }
     }
     scheduler::schedule(&mut conn, env, app.settings.lease).await?;
     let assignments = assignments(&**conn, agent).await?;
@@ -214,7 +246,10 @@ pub async fn report(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let conn = ctx.conn().await?;
     for v in &body.validations {
         let owner: Option<Option<Uuid>> = conn
-            .query_opt("select agent_id from validations where id = $1", &[&v.validation_id])
+            .query_opt(
+                "select agent_id from validations where id = $1",
+                &[&v.validation_id],
+            )
             .await?
             .map(|r| r.get(0));
         match owner {
@@ -230,5 +265,10 @@ pub async fn report(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
             }
         }
     }
-    Ok(reply(StatusCode::OK, &serde_json::json!({"accepted": body.validations.len()}), None).into())
+    Ok(reply(
+        StatusCode::OK,
+        &serde_json::json!({"accepted": body.validations.len()}),
+        None,
+    )
+    .into())
 }

@@ -21,7 +21,11 @@ fn from_row(r: &Row) -> Agent {
         environment_id: r.get(1),
         name: r.get(2),
         version: r.get(3),
-        health: if r.get(4) { AgentHealth::Healthy } else { AgentHealth::Unhealthy },
+        health: if r.get(4) {
+            AgentHealth::Healthy
+        } else {
+            AgentHealth::Unhealthy
+        },
         registered_at: r.get(5),
         last_heartbeat_at: r.get(6),
         pipelines: r.get(7),
@@ -36,14 +40,21 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         (Method::GET, Some(id)) => {
             let id = parse_id("agent", id)?;
             let row = conn
-                .query_opt(&format!("select {COLUMNS} from agents a where a.id = $1"), &[&id])
+                .query_opt(
+                    &format!("select {COLUMNS} from agents a where a.id = $1"),
+                    &[&id],
+                )
                 .await?
                 .ok_or_else(|| ApiError::not_found("agent", id))?;
             Ok(reply(StatusCode::OK, &from_row(&row), None).into())
         }
         (Method::GET, None) => {
             let p = paging(&req.query)?;
-            let env = req.query.get("environment_id").map(|s| parse_id("environment", s)).transpose()?;
+            let env = req
+                .query
+                .get("environment_id")
+                .map(|s| parse_id("environment", s))
+                .transpose()?;
             let rows = conn
                 .query(
                     &format!(
@@ -53,7 +64,10 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
                     &[&p.after, &(p.limit + 1), &env],
                 )
                 .await?;
-            let items = rows.iter().map(|r| (r.get::<_, i64>(8), from_row(r))).collect();
+            let items = rows
+                .iter()
+                .map(|r| (r.get::<_, i64>(8), from_row(r)))
+                .collect();
             Ok(reply(StatusCode::OK, &page(items, p), None).into())
         }
         _ => Err(method_not_allowed(&req)),

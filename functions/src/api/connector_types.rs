@@ -17,7 +17,8 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     match req.param("name") {
         None => Ok(reply(StatusCode::OK, &specs::all(), None).into()),
         Some(name) => {
-            let t = specs::get(name).ok_or_else(|| ApiError::NotFound(format!("no connector type {name:?}")))?;
+            let t = specs::get(name)
+                .ok_or_else(|| ApiError::NotFound(format!("no connector type {name:?}")))?;
             Ok(reply(StatusCode::OK, &t, None).into())
         }
     }

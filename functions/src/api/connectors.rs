@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use culvert_control_api::connectors::{
-    CheckOutcome, Connector, ConnectorCreate, ConnectorKind, ConnectorUpdate, Validation, ValidationState,
+    CheckOutcome, Connector, ConnectorCreate, ConnectorKind, ConnectorUpdate, Validation,
+    ValidationState,
 };
 use culvert_control_api::environments::{EnvironmentState, Provider};
 use serde_json::{Map, Value, json};
@@ -16,7 +17,9 @@ use super::{Outcome, Req, check_name, environments, method_not_allowed};
 use crate::app::{App, Ctx};
 use crate::auth::Action;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{check_version, if_match, json_body, no_content, page, paging, parse_id, reply};
+use crate::extract::{
+    check_version, if_match, json_body, no_content, page, paging, parse_id, reply,
+};
 use crate::{idempotency, specs};
 
 const COLUMNS: &str = "c.id, c.name, c.environment_id, c.connector_type, c.kind, c.config, c.secret_names,
@@ -32,10 +35,14 @@ fn validation_from(v: &Value) -> ApiResult<Validation> {
             .map(|t| t.with_timezone(&chrono::Utc))
     };
     Ok(Validation {
-        id: v["id"].as_str().and_then(|s| Uuid::try_parse(s).ok()).ok_or_else(|| ApiError::Internal("validation id".into()))?,
+        id: v["id"]
+            .as_str()
+            .and_then(|s| Uuid::try_parse(s).ok())
+            .ok_or_else(|| ApiError::Internal("validation id".into()))?,
         state: state.ok_or_else(|| ApiError::Internal("validation state".into()))?,
         checks: serde_json::from_value(v["checks"].clone()).unwrap_or_default(),
-        requested_at: parse_time("requested_at").ok_or_else(|| ApiError::Internal("requested_at".into()))?,
+        requested_at: parse_time("requested_at")
+            .ok_or_else(|| ApiError::Internal("requested_at".into()))?,
         finished_at: parse_time("finished_at"),
     })
 }
@@ -48,7 +55,11 @@ fn from_row(r: &Row) -> ApiResult<Connector> {
         name: r.get(1),
         environment_id: r.get(2),
         connector_type: r.get(3),
-        kind: if r.get::<_, &str>(4) == "source" { ConnectorKind::Source } else { ConnectorKind::Target },
+        kind: if r.get::<_, &str>(4) == "source" {
+            ConnectorKind::Source
+        } else {
+            ConnectorKind::Target
+        },
         config: config.as_object().cloned().unwrap_or_default(),
         secrets: r.get(6),
         validation: validation.as_ref().map(validation_from).transpose()?,
@@ -61,17 +72,30 @@ fn from_row(r: &Row) -> ApiResult<Connector> {
 /// Load one connector.
 pub async fn load(client: &impl GenericClient, id: Uuid) -> ApiResult<Connector> {
     let row = client
-        .query_opt(&format!("select {COLUMNS} from connectors c where c.id = $1"), &[&id])
+        .query_opt(
+            &format!("select {COLUMNS} from connectors c where c.id = $1"),
+            &[&id],
+        )
         .await?
         .ok_or_else(|| ApiError::not_found("connector", id))?;
     from_row(&row)
 }
 
 /// The sealed secret fields of a connector, by field.
-pub async fn sealed_secrets(client: &impl GenericClient, id: Uuid) -> ApiResult<BTreeMap<String, String>> {
-    let row = client.query_one("select sealed_secrets from connectors where id = $1", &[&id]).await?;
+pub async fn sealed_secrets(
+    client: &impl GenericClient,
+    id: Uuid,
+) -> ApiResult<BTreeMap<String, String>> {
+    let row = client
+        .query_one(
+            "select sealed_secrets from connectors where id = $1",
+            &[&id],
+        )
+        .await?;
     let text: Option<String> = row.get(0);
-    Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
+    Ok(text
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default())
 }
 
 /// Seal secret values for an environment's agents.
@@ -105,7 +129,10 @@ async fn seal(
 
 /// `connectors`.
 pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
-    let id = req.param("id").map(|s| parse_id("connector", s)).transpose()?;
+    let id = req
+        .param("id")
+        .map(|s| parse_id("connector", s))
+        .transpose()?;
     match (req.method.clone(), id) {
         (Method::GET, None) => list(app, req).await,
         (Method::GET, Some(id)) => {
@@ -123,7 +150,11 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
 async fn list(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let ctx = Ctx::new(&app, &req.headers, Action::Read).await?;
     let p = paging(&req.query)?;
-    let env = req.query.get("environment_id").map(|s| parse_id("environment", s)).transpose()?;
+    let env = req
+        .query
+        .get("environment_id")
+        .map(|s| parse_id("environment", s))
+        .transpose()?;
     let rows = ctx
         .conn()
         .await?
@@ -180,7 +211,8 @@ async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     let expected = if_match(&req.headers)?;
     let mut conn = ctx.conn().await?;
     let tx = conn.transaction().await?;
-    tx.execute("select 1 from connectors where id = $1 for update", &[&id]).await?;
+    tx.execute("select 1 from connectors where id = $1 for update", &[&id])
+        .await?;
     let current = load(&*tx, id).await?;
     check_version(expected, current.version)?;
     let secret_fields = specs::secret_fields(&current.connector_type)?;
@@ -237,7 +269,10 @@ async fn delete(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     let c = load(&*tx, id).await?;
     check_version(expected, c.version)?;
     let users: Vec<String> = tx
-        .query("select name from pipelines where source_id = $1 or target_id = $1", &[&id])
+        .query(
+            "select name from pipelines where source_id = $1 or target_id = $1",
+            &[&id],
+        )
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -249,7 +284,8 @@ async fn delete(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
             users.join(", ")
         )));
     }
-    tx.execute("delete from connectors where id = $1", &[&id]).await?;
+    tx.execute("delete from connectors where id = $1", &[&id])
+        .await?;
     tx.commit().await?;
     Ok(no_content().into())
 }
@@ -275,7 +311,10 @@ pub async fn validate(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     )
     .await?;
     let c = load(&**conn, id).await?;
-    let v = c.validation.clone().ok_or_else(|| ApiError::Internal("validation just inserted".into()))?;
+    let v = c
+        .validation
+        .clone()
+        .ok_or_else(|| ApiError::Internal("validation just inserted".into()))?;
     Ok(Outcome {
         response: reply(StatusCode::ACCEPTED, &v, None),
         messages: vec![("validate", json!({"validation_id": vid}))],
@@ -288,12 +327,20 @@ pub async fn finish_validation(
     validation: Uuid,
     checks: &[CheckOutcome],
 ) -> ApiResult<bool> {
-    let state = if !checks.is_empty() && checks.iter().all(|c| c.ok) { "passed" } else { "failed" };
+    let state = if !checks.is_empty() && checks.iter().all(|c| c.ok) {
+        "passed"
+    } else {
+        "failed"
+    };
     let n = client
         .execute(
             "update validations set state = $2, checks = $3, finished_at = now()
              where id = $1 and state in ('queued', 'running')",
-            &[&validation, &state, &serde_json::to_value(checks).expect("checks")],
+            &[
+                &validation,
+                &state,
+                &serde_json::to_value(checks).expect("checks"),
+            ],
         )
         .await?;
     Ok(n == 1)

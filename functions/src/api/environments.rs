@@ -14,7 +14,9 @@ use super::{Outcome, Req, check_name, method_not_allowed};
 use crate::app::{App, Ctx};
 use crate::auth::Action;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{check_version, if_match, json_body, no_content, page, paging, parse_id, reply};
+use crate::extract::{
+    check_version, if_match, json_body, no_content, page, paging, parse_id, reply,
+};
 use crate::idempotency;
 use crate::store::conflict_on_unique;
 
@@ -37,7 +39,8 @@ fn from_row(r: &Row) -> ApiResult<Environment> {
             .transpose()
             .map_err(|e| ApiError::Internal(e.to_string()))?,
         agents: r.get::<_, i32>(4) as u32,
-        state: EnvironmentState::parse(state).ok_or_else(|| ApiError::Internal(format!("state {state}")))?,
+        state: EnvironmentState::parse(state)
+            .ok_or_else(|| ApiError::Internal(format!("state {state}")))?,
         reason: r.get(6),
         created_at: r.get(7),
         updated_at: r.get(8),
@@ -49,7 +52,10 @@ fn from_row(r: &Row) -> ApiResult<Environment> {
 /// Load one environment.
 pub async fn load(client: &impl tokio_postgres::GenericClient, id: Uuid) -> ApiResult<Environment> {
     let row = client
-        .query_opt(&format!("select {COLUMNS} from environments e where e.id = $1"), &[&id])
+        .query_opt(
+            &format!("select {COLUMNS} from environments e where e.id = $1"),
+            &[&id],
+        )
         .await?
         .ok_or_else(|| ApiError::not_found("environment", id))?;
     from_row(&row)
@@ -77,30 +83,52 @@ fn check_arm_id(pointer: &str, id: &str, provider_path: &str) -> ApiResult<()> {
     } else {
         Err(ApiError::field(
             pointer,
-            format!("must be a resource id like /subscriptions/SUB/resourceGroups/RG/providers/{provider_path}/NAME"),
+            format!(
+                "must be a resource id like /subscriptions/SUB/resourceGroups/RG/providers/{provider_path}/NAME"
+            ),
         ))
     }
 }
 
 fn check_azure(a: &AzureSettings) -> ApiResult<()> {
     if Uuid::try_parse(&a.subscription_id).is_err() {
-        return Err(ApiError::field("/azure/subscription_id", "must be a subscription id (a GUID)"));
+        return Err(ApiError::field(
+            "/azure/subscription_id",
+            "must be a subscription id (a GUID)",
+        ));
     }
-    if a.location.is_empty() || !a.location.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
-        return Err(ApiError::field("/azure/location", "must be a region name such as eastus2"));
+    if a.location.is_empty()
+        || !a
+            .location
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
+        return Err(ApiError::field(
+            "/azure/location",
+            "must be a region name such as eastus2",
+        ));
     }
     let rg_ok = !a.resource_group.is_empty()
         && a.resource_group.len() <= 90
-        && a.resource_group.chars().all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c));
+        && a.resource_group
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c));
     if !rg_ok {
         return Err(ApiError::field(
             "/azure/resource_group",
             "must be 1 to 90 letters, digits, `-`, `_`, `.` or parentheses",
         ));
     }
-    check_arm_id("/azure/vnet_id", &a.vnet_id, "Microsoft.Network/virtualNetworks")?;
+    check_arm_id(
+        "/azure/vnet_id",
+        &a.vnet_id,
+        "Microsoft.Network/virtualNetworks",
+    )?;
     if a.subnet_ids.is_empty() {
-        return Err(ApiError::field("/azure/subnet_ids", "give at least one subnet of the VNet"));
+        return Err(ApiError::field(
+            "/azure/subnet_ids",
+            "give at least one subnet of the VNet",
+        ));
     }
     for (i, s) in a.subnet_ids.iter().enumerate() {
         let prefix = format!("{}/subnets/", a.vnet_id);
@@ -117,8 +145,14 @@ fn check_azure(a: &AzureSettings) -> ApiResult<()> {
     if let Some(kv) = &a.key_vault_id {
         check_arm_id("/azure/key_vault_id", kv, "Microsoft.KeyVault/vaults")?;
     }
-    if !a.vnet_id.to_ascii_lowercase().starts_with(&format!("/subscriptions/{}/", a.subscription_id.to_ascii_lowercase())) {
-        return Err(ApiError::field("/azure/vnet_id", "must be in the environment's subscription"));
+    if !a.vnet_id.to_ascii_lowercase().starts_with(&format!(
+        "/subscriptions/{}/",
+        a.subscription_id.to_ascii_lowercase()
+    )) {
+        return Err(ApiError::field(
+            "/azure/vnet_id",
+            "must be in the environment's subscription",
+        ));
     }
     Ok(())
 }
@@ -130,7 +164,10 @@ pub fn provision_message(id: Uuid) -> serde_json::Value {
 
 /// `environments` (payload path: it sends `provision` messages).
 pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
-    let id = req.param("id").map(|s| parse_id("environment", s)).transpose()?;
+    let id = req
+        .param("id")
+        .map(|s| parse_id("environment", s))
+        .transpose()?;
     match (req.method.clone(), id) {
         (Method::GET, None) => list(app, req).await,
         (Method::GET, Some(id)) => {
@@ -152,7 +189,9 @@ async fn list(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         .conn()
         .await?
         .query(
-            &format!("select {COLUMNS} from environments e where e.seq > $1 order by e.seq limit $2"),
+            &format!(
+                "select {COLUMNS} from environments e where e.seq > $1 order by e.seq limit $2"
+            ),
             &[&p.after, &(p.limit + 1)],
         )
         .await?;
@@ -170,7 +209,10 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let agents = check_agents(body.agents)?;
     let (state, reason) = match (body.provider, &body.azure) {
         (Provider::Azure, None) => {
-            return Err(ApiError::field("/azure", "an azure environment needs its bootstrap inputs"));
+            return Err(ApiError::field(
+                "/azure",
+                "an azure environment needs its bootstrap inputs",
+            ));
         }
         (Provider::Azure, Some(a)) => {
             check_azure(a)?;
@@ -183,7 +225,10 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
             )
         }
         (Provider::Local, Some(_)) => {
-            return Err(ApiError::field("/azure", "a local environment takes no Azure settings; remove the field"));
+            return Err(ApiError::field(
+                "/azure",
+                "a local environment takes no Azure settings; remove the field",
+            ));
         }
         (Provider::Local, None) => {
             if ctx.app.local_compute.is_none() {
@@ -192,7 +237,10 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
                     "this control plane has no local compute provider; local environments need `culvert local up`",
                 ));
             }
-            (EnvironmentState::Registering, Some("starting agents".to_string()))
+            (
+                EnvironmentState::Registering,
+                Some("starting agents".to_string()),
+            )
         }
     };
     let provider = body.provider;
@@ -200,16 +248,33 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let (response, created) = idempotency::once(&ctx, &req.headers, &req.body, || async {
         let conn = ctx.conn().await?;
         let id = Uuid::new_v4();
-        let azure = body.azure.as_ref().map(|a| serde_json::to_value(a).expect("settings"));
+        let azure = body
+            .azure
+            .as_ref()
+            .map(|a| serde_json::to_value(a).expect("settings"));
         conn.execute(
             "insert into environments (id, name, provider, azure, agents, state, reason)
              values ($1, $2, $3, $4, $5, $6, $7)",
-            &[&id, &body.name, &provider.as_str(), &azure, &(agents as i32), &state.as_str(), &reason],
+            &[
+                &id,
+                &body.name,
+                &provider.as_str(),
+                &azure,
+                &(agents as i32),
+                &state.as_str(),
+                &reason,
+            ],
         )
         .await
-        .map_err(|e| conflict_on_unique(e, || format!("an environment named {:?} exists", body.name)))?;
+        .map_err(|e| {
+            conflict_on_unique(e, || format!("an environment named {:?} exists", body.name))
+        })?;
         let env = load(&**conn, id).await?;
-        Ok((StatusCode::CREATED, serde_json::to_value(&env).expect("environment"), Some(env.version)))
+        Ok((
+            StatusCode::CREATED,
+            serde_json::to_value(&env).expect("environment"),
+            Some(env.version),
+        ))
     })
     .await?;
     let id = created["id"].as_str().and_then(|s| Uuid::try_parse(s).ok());
@@ -258,7 +323,10 @@ async fn delete(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     let env = load(&*tx, id).await?;
     check_version(expected, env.version)?;
     let used: i64 = tx
-        .query_one("select count(*) from connectors where environment_id = $1", &[&id])
+        .query_one(
+            "select count(*) from connectors where environment_id = $1",
+            &[&id],
+        )
         .await?
         .get(0);
     if used > 0 {
@@ -267,10 +335,14 @@ async fn delete(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
             env.name
         )));
     }
-    tx.execute("delete from environments where id = $1", &[&id]).await?;
+    tx.execute("delete from environments where id = $1", &[&id])
+        .await?;
     tx.commit().await?;
     let messages = if env.provider == Provider::Local {
-        vec![("provision", json!({"environment_id": id, "action": "remove"}))]
+        vec![(
+            "provision",
+            json!({"environment_id": id, "action": "remove"}),
+        )]
     } else {
         Vec::new()
     };

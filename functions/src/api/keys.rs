@@ -37,13 +37,19 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
                     &[&p.after, &(p.limit + 1)],
                 )
                 .await?;
-            let items = rows.iter().map(|r| (r.get::<_, i64>(5), from_row(r))).collect();
+            let items = rows
+                .iter()
+                .map(|r| (r.get::<_, i64>(5), from_row(r)))
+                .collect();
             Ok(reply(StatusCode::OK, &page(items, p), None).into())
         }
         (Method::GET, Some(id)) => {
             let id = parse_id("API key", id)?;
             let row = conn
-                .query_opt(&format!("select {COLUMNS} from api_keys where revoked_at is null and id = $1"), &[&id])
+                .query_opt(
+                    &format!("select {COLUMNS} from api_keys where revoked_at is null and id = $1"),
+                    &[&id],
+                )
                 .await?
                 .ok_or_else(|| ApiError::not_found("API key", id))?;
             Ok(reply(StatusCode::OK, &from_row(&row), None).into())
@@ -56,18 +62,26 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
             let days = match body.expires_in_days {
                 None => 90,
                 Some(d) if (1..=365).contains(&d) => d,
-                Some(_) => return Err(ApiError::field("/expires_in_days", "must be from 1 to 365")),
+                Some(_) => {
+                    return Err(ApiError::field("/expires_in_days", "must be from 1 to 365"));
+                }
             };
-            let (key, secret) = auth::create_api_key(&**conn, &body.name, Role::Admin, days).await?;
+            let (key, secret) =
+                auth::create_api_key(&**conn, &body.name, Role::Admin, days).await?;
             Ok(reply(StatusCode::CREATED, &ApiKeyCreated { key, secret }, None).into())
         }
         (Method::DELETE, Some(id)) => {
             let id = parse_id("API key", id)?;
             if matches!(ctx.principal, Principal::User { key_id, .. } if key_id == id) {
-                return Err(ApiError::Conflict("a key cannot revoke itself; use another admin key".into()));
+                return Err(ApiError::Conflict(
+                    "a key cannot revoke itself; use another admin key".into(),
+                ));
             }
             let n = conn
-                .execute("update api_keys set revoked_at = now() where id = $1 and revoked_at is null", &[&id])
+                .execute(
+                    "update api_keys set revoked_at = now() where id = $1 and revoked_at is null",
+                    &[&id],
+                )
                 .await?;
             if n == 0 {
                 return Err(ApiError::not_found("API key", id));

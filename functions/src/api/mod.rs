@@ -38,7 +38,10 @@ pub struct Req {
 impl Req {
     /// A route parameter, if the route matched it.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.get(name).map(String::as_str).filter(|s| !s.is_empty())
+        self.params
+            .get(name)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -103,7 +106,9 @@ pub fn check_name(pointer: &str, name: &str, sep: char) -> ApiResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 48
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == sep);
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == sep);
     if ok {
         Ok(())
     } else {

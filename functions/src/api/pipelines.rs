@@ -6,7 +6,8 @@ use axum::http::{Method, StatusCode};
 use culvert_control_api::agents::PipelineCommand;
 use culvert_control_api::connectors::ConnectorKind;
 use culvert_control_api::pipelines::{
-    DesiredState, Pipeline, PipelineCreate, PipelineProgress, PipelineStatus, PipelineUpdate, ResyncRequest,
+    DesiredState, Pipeline, PipelineCreate, PipelineProgress, PipelineStatus, PipelineUpdate,
+    ResyncRequest,
 };
 use serde_json::Value;
 use tokio_postgres::{GenericClient, Row};
@@ -16,10 +17,13 @@ use super::{Outcome, Req, check_name, connectors, method_not_allowed};
 use crate::app::{App, Ctx};
 use crate::auth::Action;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{check_version, if_match, json_body, no_content, page, paging, parse_id, reply};
+use crate::extract::{
+    check_version, if_match, json_body, no_content, page, paging, parse_id, reply,
+};
 use crate::idempotency;
 
-const COLUMNS: &str = "p.id, p.name, p.environment_id, p.source_id, p.target_id, p.tables, p.batch_rows, p.state,
+const COLUMNS: &str =
+    "p.id, p.name, p.environment_id, p.source_id, p.target_id, p.tables, p.batch_rows, p.state,
     p.created_at, p.updated_at, p.version, p.seq";
 
 /// Rows per change batch when the create does not say.
@@ -36,7 +40,8 @@ fn from_row(r: &Row) -> ApiResult<Pipeline> {
         target_id: r.get(4),
         tables: serde_json::from_value(tables).map_err(|e| ApiError::Internal(e.to_string()))?,
         batch_rows: r.get::<_, i32>(6) as u32,
-        state: DesiredState::parse(state).ok_or_else(|| ApiError::Internal(format!("state {state}")))?,
+        state: DesiredState::parse(state)
+            .ok_or_else(|| ApiError::Internal(format!("state {state}")))?,
         created_at: r.get(8),
         updated_at: r.get(9),
         version: r.get(10),
@@ -46,7 +51,10 @@ fn from_row(r: &Row) -> ApiResult<Pipeline> {
 /// Load one pipeline.
 pub async fn load(client: &impl GenericClient, id: Uuid) -> ApiResult<Pipeline> {
     let row = client
-        .query_opt(&format!("select {COLUMNS} from pipelines p where p.id = $1"), &[&id])
+        .query_opt(
+            &format!("select {COLUMNS} from pipelines p where p.id = $1"),
+            &[&id],
+        )
         .await?
         .ok_or_else(|| ApiError::not_found("pipeline", id))?;
     from_row(&row)
@@ -54,7 +62,10 @@ pub async fn load(client: &impl GenericClient, id: Uuid) -> ApiResult<Pipeline> 
 
 fn check_tables(pointer: &str, tables: &[String]) -> ApiResult<()> {
     if tables.is_empty() {
-        return Err(ApiError::field(pointer, "select at least one table, for example public.*"));
+        return Err(ApiError::field(
+            pointer,
+            "select at least one table, for example public.*",
+        ));
     }
     for (i, t) in tables.iter().enumerate() {
         let ok = matches!(t.split_once('.'), Some((s, n)) if !s.is_empty() && !n.is_empty())
@@ -79,7 +90,10 @@ fn check_batch_rows(n: Option<u32>) -> ApiResult<u32> {
 
 /// `pipelines`.
 pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
-    let id = req.param("id").map(|s| parse_id("pipeline", s)).transpose()?;
+    let id = req
+        .param("id")
+        .map(|s| parse_id("pipeline", s))
+        .transpose()?;
     match (req.method.clone(), id) {
         (Method::GET, None) => list(app, req).await,
         (Method::GET, Some(id)) => {
@@ -167,7 +181,8 @@ async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     let expected = if_match(&req.headers)?;
     let mut conn = ctx.conn().await?;
     let tx = conn.transaction().await?;
-    tx.execute("select 1 from pipelines where id = $1 for update", &[&id]).await?;
+    tx.execute("select 1 from pipelines where id = $1 for update", &[&id])
+        .await?;
     let current = load(&*tx, id).await?;
     check_version(expected, current.version)?;
     let tables = match body.tables {
@@ -205,7 +220,8 @@ async fn delete(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
         )));
     }
     // A paused pipeline may still be stopping on its agent; its lease goes with it.
-    tx.execute("delete from pipelines where id = $1", &[&id]).await?;
+    tx.execute("delete from pipelines where id = $1", &[&id])
+        .await?;
     tx.commit().await?;
     Ok(no_content().into())
 }
@@ -217,17 +233,26 @@ pub async fn action(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let ctx = Ctx::new(&app, &req.headers, Action::Write).await?;
     let mut conn = ctx.conn().await?;
     let tx = conn.transaction().await?;
-    tx.execute("select 1 from pipelines where id = $1 for update", &[&id]).await?;
+    tx.execute("select 1 from pipelines where id = $1 for update", &[&id])
+        .await?;
     let p = load(&*tx, id).await?;
     let to = match (action.as_str(), p.state) {
-        ("deploy", DesiredState::Draft | DesiredState::Paused | DesiredState::Running) => DesiredState::Running,
+        ("deploy", DesiredState::Draft | DesiredState::Paused | DesiredState::Running) => {
+            DesiredState::Running
+        }
         ("resume", DesiredState::Paused | DesiredState::Running) => DesiredState::Running,
         ("resume", DesiredState::Draft) => {
-            return Err(ApiError::Conflict(format!("pipeline {} was never deployed; deploy it", p.name)));
+            return Err(ApiError::Conflict(format!(
+                "pipeline {} was never deployed; deploy it",
+                p.name
+            )));
         }
         ("pause", DesiredState::Running | DesiredState::Paused) => DesiredState::Paused,
         ("pause", DesiredState::Draft) => {
-            return Err(ApiError::Conflict(format!("pipeline {} is not deployed", p.name)));
+            return Err(ApiError::Conflict(format!(
+                "pipeline {} is not deployed",
+                p.name
+            )));
         }
         ("resync", DesiredState::Running) => {
             let body: ResyncRequest = if req.body.is_empty() {
@@ -236,8 +261,12 @@ pub async fn action(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
                 json_body(&req.headers, &req.body)?
             };
             for (i, t) in body.tables.iter().enumerate() {
-                if !matches!(t.split_once('.'), Some((s, n)) if !s.is_empty() && !n.is_empty() && !t.contains(['*', '?'])) {
-                    return Err(ApiError::field(&format!("/tables/{i}"), "write a table as schema.name, without wildcards"));
+                if !matches!(t.split_once('.'), Some((s, n)) if !s.is_empty() && !n.is_empty() && !t.contains(['*', '?']))
+                {
+                    return Err(ApiError::field(
+                        &format!("/tables/{i}"),
+                        "write a table as schema.name, without wildcards",
+                    ));
                 }
             }
             let cmd = PipelineCommand {
@@ -254,9 +283,16 @@ pub async fn action(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
             return Ok(reply(StatusCode::ACCEPTED, &cmd, None).into());
         }
         ("resync", _) => {
-            return Err(ApiError::Conflict(format!("pipeline {} is not running; resync needs a running pipeline", p.name)));
+            return Err(ApiError::Conflict(format!(
+                "pipeline {} is not running; resync needs a running pipeline",
+                p.name
+            )));
         }
-        _ => return Err(ApiError::NotFound(format!("no action {action:?}; use deploy, pause, resume or resync"))),
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "no action {action:?}; use deploy, pause, resume or resync"
+            )));
+        }
     };
     if to != p.state {
         tx.execute(
@@ -287,14 +323,18 @@ pub async fn status(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let agent_id: Option<Uuid> = row.get(0);
     let epoch: i64 = row.get(1);
     let progress: Option<Value> = row.get(2);
-    let progress: PipelineProgress = progress.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+    let progress: PipelineProgress = progress
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
     let reported_at = row.get(3);
     let current_report = row.get::<_, Option<i64>>(4) == Some(epoch);
     let phase = match p.state {
         DesiredState::Draft => "draft".to_string(),
         DesiredState::Paused => "paused".to_string(),
         DesiredState::Running if agent_id.is_none() => "waiting_for_agent".to_string(),
-        DesiredState::Running if !current_report || progress.phase.is_empty() => "starting".to_string(),
+        DesiredState::Running if !current_report || progress.phase.is_empty() => {
+            "starting".to_string()
+        }
         DesiredState::Running => progress.phase.clone(),
     };
     let status = PipelineStatus {

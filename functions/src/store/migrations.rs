@@ -31,10 +31,7 @@ pub async fn apply(client: &mut Client) -> Result<Vec<i32>, StoreError> {
         .await
         .map_err(|e| fail(0, "schema_migrations", e))?;
     let mut applied = Vec::new();
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| fail(0, "lock", e))?;
+    let tx = client.transaction().await.map_err(|e| fail(0, "lock", e))?;
     tx.execute("select pg_advisory_xact_lock($1)", &[&LOCK_KEY])
         .await
         .map_err(|e| fail(0, "lock", e))?;

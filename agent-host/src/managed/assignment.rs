@@ -1,0 +1,157 @@
+//! Turning what the control plane assigns into the agent's own pipeline configuration.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use culvert_control_api::agents::{Assignment, ConnectorDefinition};
+use culvert_control_api::connectors::ConnectorKind;
+use culvert_sealing::OpeningKey;
+use serde_json::{Map, Value};
+
+use crate::config::PipelineConfig;
+
+/// The configuration a connector runs with: plain settings plus opened secrets.
+pub fn connector_settings(
+    def: &ConnectorDefinition,
+    key: Option<&OpeningKey>,
+) -> Result<Map<String, Value>> {
+    let mut settings = def.config.clone();
+    for (field, sealed) in &def.sealed_secrets {
+        let key = key.context(
+            "the connector has sealed secrets but this agent has no sealing key (start it with --sealing-key)",
+        )?;
+        let plain = key.open(sealed).with_context(|| {
+            format!(
+                "cannot open the sealed `{field}` of the {} connector",
+                def.connector_type
+            )
+        })?;
+        let text =
+            String::from_utf8(plain).with_context(|| format!("sealed `{field}` is not text"))?;
+        settings.insert(field.clone(), Value::String(text));
+    }
+    Ok(settings)
+}
+
+fn section(
+    def: &ConnectorDefinition,
+    key: Option<&OpeningKey>,
+    extra: BTreeMap<&str, Value>,
+) -> Result<toml::Value> {
+    let mut settings = connector_settings(def, key)?;
+    settings.insert(
+        "connector".into(),
+        Value::String(def.connector_type.clone()),
+    );
+    for (k, v) in extra {
+        settings.insert(k.into(), v);
+    }
+    // TOML has no null: a null setting means "not set".
+    settings.retain(|_, v| !v.is_null());
+    toml::Value::try_from(Value::Object(settings)).context("connector settings")
+}
+
+/// The pipeline configuration of an assignment; buffers live under `state_dir`.
+pub fn pipeline_config(
+    a: &Assignment,
+    key: Option<&OpeningKey>,
+    state_dir: &Path,
+) -> Result<PipelineConfig> {
+    let buffer = state_dir.join("buffers").join(a.pipeline_id.to_string());
+    std::fs::create_dir_all(&buffer)
+        .with_context(|| format!("cannot create {}", buffer.display()))?;
+    let mut root = toml::Table::new();
+    root.insert("name".into(), toml::Value::String(a.name.clone()));
+    root.insert(
+        "batch_rows".into(),
+        toml::Value::Integer(i64::from(a.batch_rows)),
+    );
+    let tables = BTreeMap::from([("tables", serde_json::to_value(&a.tables)?)]);
+    root.insert("source".into(), section(&a.source, key, tables)?);
+    let fence = BTreeMap::from([("fence_epoch", Value::from(a.epoch))]);
+    root.insert("target".into(), section(&a.target, key, fence)?);
+    let mut b = toml::Table::new();
+    b.insert(
+        "url".into(),
+        toml::Value::String(format!("file://{}", buffer.display())),
+    );
+    root.insert("buffer".into(), toml::Value::Table(b));
+    let text = toml::to_string(&root)?;
+    PipelineConfig::parse(&text).with_context(|| format!("pipeline {} as assigned", a.name))
+}
+
+/// A configuration that runs `check` on one connector: the connector on its own side and
+/// its first-party counterpart, never instantiated, on the other.
+pub fn check_config(
+    def: &ConnectorDefinition,
+    key: Option<&OpeningKey>,
+    state_dir: &Path,
+) -> Result<PipelineConfig> {
+    let (own, other, other_type) = match def.kind {
+        ConnectorKind::Source => ("source", "target", "postgres-target"),
+        ConnectorKind::Target => ("target", "source", "postgres-source"),
+    };
+    let mut root = toml::Table::new();
+    root.insert("name".into(), toml::Value::String("validation".into()));
+    root.insert(own.into(), section(def, key, BTreeMap::new())?);
+    let mut placeholder = toml::Table::new();
+    placeholder.insert("connector".into(), toml::Value::String(other_type.into()));
+    root.insert(other.into(), toml::Value::Table(placeholder));
+    let mut b = toml::Table::new();
+    b.insert(
+        "url".into(),
+        toml::Value::String(format!("file://{}", state_dir.join("validation").display())),
+    );
+    root.insert("buffer".into(), toml::Value::Table(b));
+    if def.connector_type.is_empty() {
+        bail!("the connector definition has no type");
+    }
+    PipelineConfig::parse(&toml::to_string(&root)?).context("connector as given for validation")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn def(kind: ConnectorKind, ty: &str, sealed: BTreeMap<String, String>) -> ConnectorDefinition {
+        let config = serde_json::json!({"host": "127.0.0.1", "port": 5432, "user": "u", "database": "d", "sslmode": null});
+        ConnectorDefinition {
+            connector_type: ty.into(),
+            kind,
+            config: config.as_object().unwrap().clone(),
+            sealed_secrets: sealed,
+        }
+    }
+
+    #[test]
+    fn assignments_become_pipelines_with_opened_secrets_and_a_fence() {
+        let key = OpeningKey::generate();
+        let public = culvert_sealing::SealingKey::from_pem(&key.public_pem()).unwrap();
+        let sealed = BTreeMap::from([("password".to_string(), public.seal(b"s3cret"))]);
+        let a = Assignment {
+            pipeline_id: Uuid::new_v4(),
+            name: "orders".into(),
+            epoch: 7,
+            version: 1,
+            source: def(ConnectorKind::Source, "postgres-source", sealed),
+            target: def(ConnectorKind::Target, "postgres-target", BTreeMap::new()),
+            tables: vec!["public.*".into()],
+            batch_rows: 5000,
+            commands: Vec::new(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = pipeline_config(&a, Some(&key), dir.path()).unwrap();
+        assert_eq!(cfg.source.settings["password"], "s3cret");
+        assert_eq!(cfg.source.settings["tables"][0], "public.*");
+        assert_eq!(cfg.target.settings["fence_epoch"], 7);
+        assert!(!cfg.source.settings.contains_key("sslmode"));
+        assert_eq!(cfg.batch_rows, 5000);
+        let e = pipeline_config(&a, None, dir.path()).unwrap_err();
+        assert!(format!("{e:#}").contains("--sealing-key"), "{e:#}");
+        let check = check_config(&a.target, None, dir.path()).unwrap();
+        assert_eq!(check.target.connector, "postgres-target");
+        assert_eq!(check.source.connector, "postgres-source");
+    }
+}

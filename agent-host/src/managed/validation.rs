@@ -1,0 +1,115 @@
+//! Validations: run one connector's `check` inside the environment and report the result.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use culvert_control_api::agents::{AgentReport, ValidationReport, ValidationTask};
+use culvert_control_api::client::Client;
+use culvert_control_api::connectors::CheckOutcome;
+use culvert_sealing::OpeningKey;
+
+use super::assignment;
+use crate::engine::ConnectorEngine;
+use crate::metrics::Metrics;
+use crate::pipeline::Sides;
+
+/// Finished validations waiting to be reported.
+pub struct Validations {
+    done: Arc<Mutex<Vec<ValidationReport>>>,
+    state_dir: PathBuf,
+}
+
+async fn check(
+    task: &ValidationTask,
+    engine: ConnectorEngine,
+    key: Option<OpeningKey>,
+    dir: PathBuf,
+) -> Vec<CheckOutcome> {
+    let failed = |name: &str, message: String| {
+        vec![CheckOutcome {
+            name: name.into(),
+            ok: false,
+            message,
+        }]
+    };
+    let cfg = match assignment::check_config(&task.connector, key.as_ref(), &dir) {
+        Ok(c) => c,
+        Err(e) => return failed("configuration", format!("{e:#}")),
+    };
+    let sides = match Sides::load(cfg, engine, Metrics::new()) {
+        Ok(s) => s,
+        Err(e) => return failed("connector", format!("{e:#}")),
+    };
+    let result = match task.connector.kind {
+        culvert_control_api::connectors::ConnectorKind::Source => sides.check_source().await,
+        culvert_control_api::connectors::ConnectorKind::Target => sides.check_target().await,
+    };
+    match result {
+        Ok(lines) if lines.is_empty() => failed("check", "the connector reported no checks".into()),
+        Ok(lines) => lines
+            .into_iter()
+            .map(|(name, ok, message)| CheckOutcome { name, ok, message })
+            .collect(),
+        Err(e) => failed("check", format!("{e:#}")),
+    }
+}
+
+impl Validations {
+    /// Nothing running; scratch files go under `state_dir`.
+    pub fn new(state_dir: PathBuf) -> Validations {
+        Validations {
+            done: Arc::default(),
+            state_dir,
+        }
+    }
+
+    /// Run a validation in the background.
+    pub fn start(
+        &mut self,
+        task: ValidationTask,
+        engine: &ConnectorEngine,
+        key: Option<&OpeningKey>,
+    ) {
+        let done = self.done.clone();
+        let engine = engine.clone();
+        // The key is small; each validation gets its own copy so it can run on its own task.
+        let key = key.map(|k| OpeningKey::from_pem(&k.to_pem()).expect("own key re-parses"));
+        let dir = self.state_dir.clone();
+        tokio::spawn(async move {
+            tracing::info!(validation = %task.validation_id, connector = %task.connector.connector_type, "validating");
+            let checks = check(&task, engine, key, dir).await;
+            done.lock()
+                .expect("validations lock")
+                .push(ValidationReport {
+                    validation_id: task.validation_id,
+                    checks,
+                });
+        });
+    }
+
+    /// Send finished validations; keep them for the next try when the call fails.
+    pub async fn report(&mut self, client: &Client) {
+        let batch: Vec<ValidationReport> =
+            std::mem::take(&mut *self.done.lock().expect("validations lock"));
+        if batch.is_empty() {
+            return;
+        }
+        let body = AgentReport {
+            validations: batch.clone(),
+        };
+        match client
+            .post::<_, serde_json::Value>("/v1/agent/reports", &body)
+            .await
+        {
+            Ok(_) => {}
+            // Refused (the validation was reassigned or deleted): retrying cannot help.
+            Err(e) if e.status().is_some_and(|s| (400..500).contains(&s)) => {
+                tracing::warn!(error = %e, "validation results refused");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot report validations yet");
+                self.done.lock().expect("validations lock").extend(batch);
+            }
+        }
+    }
+}
