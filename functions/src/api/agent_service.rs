@@ -169,6 +169,15 @@ pub async fn heartbeat(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
             &[&agent, &body.draining],
         )
         .await?;
+        if !body.draining {
+            // A heartbeating agent makes its environment usable again.
+            tx.execute(
+                "update environments set state = 'ready', reason = null, updated_at = now()
+                 where id = $1 and state <> 'ready'",
+                &[&env],
+            )
+            .await?;
+        }
         let mut running = Vec::with_capacity(body.running.len());
         for r in &body.running {
             running.push(r.pipeline_id);
