@@ -262,7 +262,11 @@ async fn job_invocation(
     };
     match outcome {
         Ok(line) => {
-            tracing::info!(function = def.name, "{line}");
+            if def.name == "housekeeping" {
+                tracing::debug!(function = def.name, "{line}");
+            } else {
+                tracing::info!(function = def.name, "{line}");
+            }
             payload_reply(
                 StatusCode::OK,
                 InvocationResult {
