@@ -4,21 +4,26 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// Path of a workspace binary built next to the tests.
+pub fn binary(name: &str) -> PathBuf {
+    // Integration tests run from target/<profile>/deps.
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let bin = profile_dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} not built; run cargo build --release --workspace first",
+        bin.display()
+    );
+    bin
+}
+
 /// Path of the agent binary built next to the tests.
 pub fn agent_binary() -> PathBuf {
     if let Ok(p) = std::env::var("CULVERT_AGENT") {
         return PathBuf::from(p);
     }
-    // Integration tests run from target/<profile>/deps.
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let bin = profile_dir.join("culvert-agent");
-    assert!(
-        bin.exists(),
-        "{} not built; run cargo build --release first",
-        bin.display()
-    );
-    bin
+    binary("culvert-agent")
 }
 
 /// A running agent; killed when dropped.

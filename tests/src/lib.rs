@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod stack;
 
 pub use agent::Agent;
 pub use cluster::Cluster;

@@ -1,0 +1,129 @@
+//! The whole local install (`culvert local up`) in a scratch state directory, and the
+//! `culvert` CLI pointed at it; stopped when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::agent::binary;
+use crate::cluster::free_port;
+
+/// A running local stack.
+pub struct Stack {
+    state: PathBuf,
+    /// API base URL.
+    pub api: String,
+    up: bool,
+}
+
+/// What a CLI call printed and how it exited.
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Standard output parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+    }
+}
+
+impl Stack {
+    /// `culvert local up` in `state` on a free port.
+    pub fn up(state: &Path) -> Stack {
+        let port = free_port();
+        let mut s = Stack {
+            state: state.to_path_buf(),
+            api: format!("http://127.0.0.1:{port}/api"),
+            up: false,
+        };
+        s.start(port);
+        s
+    }
+
+    fn start(&mut self, port: u16) {
+        let r = self.culvert(&["local", "up", "--port", &port.to_string()]);
+        assert_eq!(r.code, 0, "culvert local up failed:\n{}\n{}", r.stdout, r.stderr);
+        self.up = true;
+    }
+
+    /// Run `culvert ARGS` against this stack.
+    pub fn culvert(&self, args: &[&str]) -> Run {
+        self.culvert_env(args, &[])
+    }
+
+    /// Run `culvert ARGS` with extra environment variables.
+    pub fn culvert_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(binary("culvert"));
+        cmd.args(["--state-dir", self.state.to_str().unwrap()]).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().expect("run culvert"))
+    }
+
+    /// Run a CLI command that must succeed and print JSON.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let r = self.culvert(&all);
+        assert_eq!(r.code, 0, "culvert {args:?} failed: {}", r.stderr);
+        r.json()
+    }
+
+    /// `culvert local down`, then `up` again on the same port.
+    pub fn restart(&mut self) {
+        self.down();
+        let port: u16 = self
+            .api
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .expect("port of the API URL");
+        self.start(port);
+    }
+
+    /// `culvert local down`.
+    pub fn down(&mut self) {
+        if self.up {
+            let r = self.culvert(&["local", "down"]);
+            assert_eq!(r.code, 0, "culvert local down failed: {}", r.stderr);
+            self.up = false;
+        }
+    }
+
+    /// Every log the stack wrote, concatenated.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(dir) = std::fs::read_dir(self.state.join("logs")) {
+            for e in dir.flatten() {
+                out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if self.up {
+            let _ = Command::new(binary("culvert"))
+                .args(["--state-dir", self.state.to_str().unwrap(), "local", "down"])
+                .output();
+        }
+    }
+}
