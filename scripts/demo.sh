@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The local demo: two throwaway PostgreSQL clusters, sample data, culvert-agent with the
-# WebAssembly connectors, an exact initial copy, then live changes flowing for a while.
+# The local demo, through the control plane: `culvert local up` (control store, Azurite, the
+# Functions runtime with culvert-functions, local compute), two throwaway PostgreSQL
+# clusters with sample data, an environment, two connectors, a pipeline deployed to an
+# agent running the WebAssembly connectors, an exact initial copy, then live changes.
 #   DEMO_SECONDS=N   how long to show live changes (default 20; 0 = until Ctrl-C)
+#   DEMO_KEEP=1      leave the local stack running afterwards (stop it with `culvert local down`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 echo "[demo] building (first build compiles wasmtime and the connectors; later ones are quick)" >&2
-cargo build --release -p culvert-agent-host >&2
+cargo build --release --workspace >&2
 
 WORK="${DEMO_DIR:-/tmp/culvert-demo}"
 PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
@@ -14,15 +17,18 @@ AS_PG=()
 [ "$(id -u)" = 0 ] && AS_PG=(runuser -u postgres --)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-AGENT_PID=""
+CULVERT=(./target/release/culvert --state-dir "$WORK/stack")
+STACK_UP=""
 cleanup() {
-    [ -n "$AGENT_PID" ] && kill -TERM "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null || true
+    if [ -n "$STACK_UP" ] && [ "${DEMO_KEEP:-0}" != 1 ]; then "${CULVERT[@]}" local down >&2 || true; fi
     for c in source target; do
         [ -d "$WORK/$c" ] && "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$WORK/$c" -m fast -w stop >/dev/null 2>&1 || true
     done
 }
 trap cleanup EXIT
 
+# A stack left running by an earlier DEMO_KEEP=1 run lives in $WORK: stop it first.
+[ -x ./target/release/culvert ] && [ -d "$WORK/stack" ] && "${CULVERT[@]}" local down >/dev/null 2>&1 || true
 rm -rf "$WORK"; mkdir -p "$WORK"; chmod 755 "$WORK"
 start_cluster() { # name port
     mkdir -p "$WORK/$1"; [ "$(id -u)" = 0 ] && chown postgres "$WORK/$1"
@@ -53,40 +59,28 @@ INSERT INTO orders SELECT g, 1 + g % 20000, (ARRAY['new','paid','shipped']::orde
 SQL
 echo "[demo] loaded 20,000 customers and 200,000 orders" >&2
 
-METRICS_PORT=$(free_port)
-cat > "$WORK/pipeline.toml" <<EOF2
-name = "shop"
-
-[source]
-connector = "postgres-source"
-host = "127.0.0.1"
-port = $SRC_PORT
-user = "postgres"
-database = "shop"
-tables = ["public.*"]
-sslmode = "disable"
-
-[target]
-connector = "postgres-target"
-host = "127.0.0.1"
-port = $DST_PORT
-user = "postgres"
-database = "replica"
-sslmode = "disable"
-
-[buffer]
-url = "file://$WORK/buffer"
-EOF2
-echo "[demo] pipeline file: $WORK/pipeline.toml; metrics: http://127.0.0.1:$METRICS_PORT/metrics" >&2
-./target/release/culvert-agent run --pipeline "$WORK/pipeline.toml" \
-    --metrics-addr "127.0.0.1:$METRICS_PORT" 2>"$WORK/agent.log" &
-AGENT_PID=$!
-
+API_PORT=7071
+python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", 7071))' 2>/dev/null || API_PORT=$(free_port)
+echo "[demo] starting the local control plane (culvert local up)" >&2
+"${CULVERT[@]}" local up --port "$API_PORT" >&2
+STACK_UP=1
+"${CULVERT[@]}" env create demo --local >&2
+"${CULVERT[@]}" env wait demo --state ready --timeout 120 >&2
+export DEMO_DB_PASSWORD="demo-password"
+for side in source target; do
+    if [ $side = source ]; then port=$SRC_PORT; db=shop; else port=$DST_PORT; db=replica; fi
+    "${CULVERT[@]}" connector create "shop-$side" --env demo --type "postgres-$side" \
+        --set host=127.0.0.1 --set "port=$port" --set user=postgres --set "database=$db" --set sslmode=disable \
+        --secret-env password=DEMO_DB_PASSWORD >&2
+    "${CULVERT[@]}" connector validate "shop-$side" --wait --timeout 120 >&2
+done
+"${CULVERT[@]}" pipeline create shop --source shop-source --target shop-target --tables 'public.*' >&2
+"${CULVERT[@]}" pipeline deploy shop >&2
 start=$(date +%s.%N)
+"${CULVERT[@]}" pipeline progress shop >&2
 for _ in $(seq 1 600); do
     n=$(dst -c "SELECT count(*) FROM orders" 2>/dev/null || echo 0)
     [ "$n" = 200000 ] && break
-    kill -0 "$AGENT_PID" 2>/dev/null || { echo "[demo] the agent stopped:" >&2; cat "$WORK/agent.log" >&2; exit 1; }
     sleep 0.5
 done
 printf '[demo] initial copy done in %.1f s: %s customers, %s orders on the target\n' \
@@ -104,8 +98,8 @@ while [ "$SECONDS_TO_RUN" = 0 ] || [ $(( $(date +%s) - t0 )) -lt "$SECONDS_TO_RU
       INSERT INTO audit_log VALUES (now(), 'batch $i');
       COMMIT;"
     if [ $((i % 4)) = 0 ]; then
-        lag=$(python3 -c "import urllib.request,sys; print(next((l.split()[-1] for l in urllib.request.urlopen(sys.argv[1], timeout=2).read().decode().splitlines() if l.startswith('culvert_replication_lag_bytes')), 0))" "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null || echo 0)
-        echo "[demo] source orders=$(src -c 'SELECT count(*) FROM orders') target orders=$(dst -c 'SELECT count(*) FROM orders') lag=${lag:-0} bytes" >&2
+        lag=$("${CULVERT[@]}" --output json pipeline status shop 2>/dev/null | python3 -c "import json,sys; p=json.load(sys.stdin)['progress']; print(f\"{p['lag_bytes']} bytes, {p['lag_seconds']:.2f} s\")" 2>/dev/null || echo "?")
+        echo "[demo] source orders=$(src -c 'SELECT count(*) FROM orders') target orders=$(dst -c 'SELECT count(*) FROM orders') lag=$lag" >&2
     fi
     sleep 0.25
 done
@@ -123,7 +117,9 @@ done
 if [ $same = 1 ]; then
     echo "[demo] replica is identical to the source (customers, orders, audit_log)" >&2
 else
-    echo "[demo] replica differs from the source; agent log: $WORK/agent.log" >&2
+    echo "[demo] replica differs from the source; logs: $WORK/stack/logs" >&2
     exit 1
 fi
-tail -n 3 "$WORK/agent.log" >&2
+"${CULVERT[@]}" pipeline status shop >&2
+[ "${DEMO_KEEP:-0}" = 1 ] && echo "[demo] the stack keeps running: ./target/release/culvert --state-dir $WORK/stack local down" >&2
+true

@@ -157,10 +157,10 @@ pub fn check_version(expected: Option<i64>, current: i64) -> ApiResult<()> {
 /// A JSON reply with an optional `ETag` (the resource version).
 pub fn reply<T: Serialize>(status: StatusCode, body: &T, version: Option<i64>) -> Response {
     let mut resp = (status, axum::Json(body)).into_response();
-    if let Some(v) = version {
-        if let Ok(h) = HeaderValue::from_str(&format!("\"{v}\"")) {
-            resp.headers_mut().insert(header::ETAG, h);
-        }
+    if let Some(v) = version
+        && let Ok(h) = HeaderValue::from_str(&format!("\"{v}\""))
+    {
+        resp.headers_mut().insert(header::ETAG, h);
     }
     resp
 }

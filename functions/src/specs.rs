@@ -128,11 +128,11 @@ pub fn validate(name: &str, config: &Map<String, Value>) -> Result<(), ApiError>
     })
 }
 
+/// A configuration's plain fields and its secret fields.
+pub type Split = (Map<String, Value>, BTreeMap<String, String>);
+
 /// Split a configuration into plain fields and secret fields.
-pub fn split_secrets(
-    name: &str,
-    mut config: Map<String, Value>,
-) -> Result<(Map<String, Value>, BTreeMap<String, String>), ApiError> {
+pub fn split_secrets(name: &str, mut config: Map<String, Value>) -> Result<Split, ApiError> {
     let mut secrets = BTreeMap::new();
     for field in secret_fields(name)? {
         match config.remove(&field) {

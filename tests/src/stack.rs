@@ -56,7 +56,11 @@ impl Stack {
 
     fn start(&mut self, port: u16) {
         let r = self.culvert(&["local", "up", "--port", &port.to_string()]);
-        assert_eq!(r.code, 0, "culvert local up failed:\n{}\n{}", r.stdout, r.stderr);
+        assert_eq!(
+            r.code, 0,
+            "culvert local up failed:\n{}\n{}",
+            r.stdout, r.stderr
+        );
         self.up = true;
     }
 
@@ -68,7 +72,8 @@ impl Stack {
     /// Run `culvert ARGS` with extra environment variables.
     pub fn culvert_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(binary("culvert"));
-        cmd.args(["--state-dir", self.state.to_str().unwrap()]).args(args);
+        cmd.args(["--state-dir", self.state.to_str().unwrap()])
+            .args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }

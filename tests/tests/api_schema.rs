@@ -29,8 +29,19 @@ fn served_document_holds_under_generated_requests() {
     stack.json(&["env", "create", "fuzz", "--local"]);
     for (name, ty) in [("fz-src", "postgres-source"), ("fz-dst", "postgres-target")] {
         let r = stack.culvert(&[
-            "connector", "create", name, "--env", "fuzz", "--type", ty, "--set", "host=127.0.0.1",
-            "--set", "user=postgres", "--set", "database=app",
+            "connector",
+            "create",
+            name,
+            "--env",
+            "fuzz",
+            "--type",
+            ty,
+            "--set",
+            "host=127.0.0.1",
+            "--set",
+            "user=postgres",
+            "--set",
+            "database=app",
         ]);
         assert_eq!(r.code, 0, "{}", r.stderr);
     }

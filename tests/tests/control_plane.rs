@@ -19,8 +19,6 @@ fn count(c: &Cluster, db: &str, table: &str) -> i64 {
 #[test]
 fn cli_to_rows_in_the_target() {
     let (src, dst) = Cluster::pair();
-    src.create_db("app");
-    dst.create_db("replica");
     src.sql(
         "app",
         "create table orders (id bigint primary key, note text, amount numeric(12,2));
@@ -32,10 +30,22 @@ fn cli_to_rows_in_the_target() {
     // Environment: local compute starts an agent, which registers.
     let env = stack.json(&["env", "create", "demo", "--local"]);
     assert_eq!(env["provider"], "local");
-    let r = stack.culvert(&["env", "wait", "demo", "--state", "ready", "--timeout", "120"]);
+    let r = stack.culvert(&[
+        "env",
+        "wait",
+        "demo",
+        "--state",
+        "ready",
+        "--timeout",
+        "120",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let agents = stack.json(&["agent", "list"]);
-    assert_eq!(agents["items"].as_array().map(Vec::len), Some(1), "{agents}");
+    assert_eq!(
+        agents["items"].as_array().map(Vec::len),
+        Some(1),
+        "{agents}"
+    );
 
     // Connectors; the password comes from the environment and is sealed for the agent.
     let pw = [("CULVERT_TEST_PW", SECRET)];
@@ -46,40 +56,84 @@ fn cli_to_rows_in_the_target() {
         let port = format!("port={port}");
         let database = format!("database={db}");
         let args = [
-            "connector", "create", name, "--env", "demo", "--type", ty, "--set", "host=127.0.0.1",
-            "--set", &port, "--set", "user=postgres", "--set", &database, "--set", "sslmode=disable",
-            "--secret-env", "password=CULVERT_TEST_PW",
+            "connector",
+            "create",
+            name,
+            "--env",
+            "demo",
+            "--type",
+            ty,
+            "--set",
+            "host=127.0.0.1",
+            "--set",
+            &port,
+            "--set",
+            "user=postgres",
+            "--set",
+            &database,
+            "--set",
+            "sslmode=disable",
+            "--secret-env",
+            "password=CULVERT_TEST_PW",
         ];
         let r = stack.culvert_env(&args, &pw);
         assert_eq!(r.code, 0, "{}", r.stderr);
         assert!(!r.stdout.contains(SECRET));
     }
-    let bad = stack.culvert(&["connector", "create", "x", "--env", "demo", "--type", "postgres-source", "--set", "port=99999"]);
+    let bad = stack.culvert(&[
+        "connector",
+        "create",
+        "x",
+        "--env",
+        "demo",
+        "--type",
+        "postgres-source",
+        "--set",
+        "port=99999",
+    ]);
     assert_eq!(bad.code, 5, "invalid input exits 5: {}", bad.stderr);
     assert!(bad.stderr.contains("/config/"), "{}", bad.stderr);
-    assert_eq!(stack.culvert(&["connector", "get", "nope"]).code, 3, "not found exits 3");
+    assert_eq!(
+        stack.culvert(&["connector", "get", "nope"]).code,
+        3,
+        "not found exits 3"
+    );
 
     // Validation runs on the agent.
     let r = stack.culvert(&["connector", "validate", "src", "--wait", "--timeout", "120"]);
     assert_eq!(r.code, 0, "validation failed: {}\n{}", r.stdout, r.stderr);
 
     // The pipeline: created, deployed, leased to the agent, snapshot then changes.
-    let r = stack.culvert(&["pipeline", "create", "orders", "--source", "src", "--target", "dst", "--tables", "public.*"]);
+    let r = stack.culvert(&[
+        "pipeline", "create", "orders", "--source", "src", "--target", "dst", "--tables",
+        "public.*",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let r = stack.culvert(&["pipeline", "deploy", "orders"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let started = Instant::now();
-    wait_until(180, "the snapshot to arrive", || count(&dst, "replica", "orders") == 20000);
-    eprintln!("snapshot through the control plane in {:?}", started.elapsed());
+    wait_until(180, "the snapshot to arrive", || {
+        count(&dst, "replica", "orders") == 20000
+    });
+    eprintln!(
+        "snapshot through the control plane in {:?}",
+        started.elapsed()
+    );
     src.sql(
         "app",
         "update orders set note = 'changed' where id % 10 = 0; delete from orders where id % 7 = 0;
          insert into orders values (30001, 'new', 1);",
     );
-    wait_until(60, "the changes to arrive", || difference(&src, &dst, "orders").is_none());
-    let status = stack.json(&["pipeline", "status", "orders"]);
-    assert_eq!(status["phase"], "streaming", "{status}");
-    assert!(status["progress"]["rows_applied"].as_u64().unwrap_or(0) >= 20000, "{status}");
+    wait_until(60, "the changes to arrive", || {
+        difference(&src, &dst, "orders").is_none()
+    });
+    // Status is what the agent's last heartbeat reported.
+    let mut status = serde_json::Value::Null;
+    wait_until(30, "the status to show streaming", || {
+        status = stack.json(&["pipeline", "status", "orders"]);
+        status["phase"] == "streaming"
+            && status["progress"]["rows_applied"].as_u64().unwrap_or(0) >= 20000
+    });
     assert!(status["agent_id"].is_string(), "{status}");
 
     // Pause stops the flow; resume picks up where it stopped.
@@ -88,20 +142,35 @@ fn cli_to_rows_in_the_target() {
         stack.json(&["pipeline", "status", "orders"])["phase"] == "paused"
     });
     std::thread::sleep(Duration::from_secs(3));
-    src.sql("app", "insert into orders values (30002, 'while paused', 2)");
+    src.sql(
+        "app",
+        "insert into orders values (30002, 'while paused', 2)",
+    );
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(count(&dst, "replica", "orders where id = 30002"), 0, "a paused pipeline wrote");
+    assert_eq!(
+        count(&dst, "replica", "orders where id = 30002"),
+        0,
+        "a paused pipeline wrote"
+    );
     assert_eq!(stack.culvert(&["pipeline", "resume", "orders"]).code, 0);
-    wait_until(90, "the row written while paused", || difference(&src, &dst, "orders").is_none());
+    wait_until(90, "the row written while paused", || {
+        difference(&src, &dst, "orders").is_none()
+    });
 
     // `local down` loses nothing: after `up` the pipeline runs again from where it was.
     stack.restart();
-    src.sql("app", "insert into orders values (30003, 'after restart', 3)");
+    src.sql(
+        "app",
+        "insert into orders values (30003, 'after restart', 3)",
+    );
     wait_until(180, "replication after the stack restarted", || {
         difference(&src, &dst, "orders").is_none()
     });
 
     // The password never reached a log.
-    assert!(!stack.logs().contains(SECRET), "the password appears in a log");
+    assert!(
+        !stack.logs().contains(SECRET),
+        "the password appears in a log"
+    );
     stack.down();
 }

@@ -143,6 +143,8 @@ impl Compute {
         let url = spec.control_plane_url.clone();
         let token = self.token_file(env);
         let key = self.cfg.state.sealing_private_key();
+        // Distinct names so `culvert agent list` tells the local agents apart.
+        let name = format!("local-{}-{i}", &env.simple().to_string()[..8]);
         let make: MakeCommand = Box::new(move || {
             let mut c = tokio::process::Command::new(&bin);
             c.arg("agent")
@@ -155,7 +157,9 @@ impl Compute {
                 .arg("--state-dir")
                 .arg(&state_dir)
                 .arg("--sealing-key")
-                .arg(&key);
+                .arg(&key)
+                .arg("--name")
+                .arg(&name);
             Ok(c)
         });
         let name = log_name(env, spec, i);

@@ -83,8 +83,21 @@ pub async fn run(config: &str, resolve: Resolver) -> Vec<wit::CheckResult> {
     }
     match load_tables(&client, &cfg.conn, None).await {
         Ok(tables) => {
-            let selected = select(tables, &cfg.tables);
-            if selected.is_empty() {
+            // Without a selection (a connector checked before any pipeline uses it), every
+            // visible table is checked, and finding none is not an error.
+            let unselected = cfg.tables.is_empty();
+            let selected = if unselected {
+                tables
+            } else {
+                select(tables, &cfg.tables)
+            };
+            if selected.is_empty() && unselected {
+                out.push(result(
+                    "tables",
+                    true,
+                    "no tables yet; pipelines select them".to_string(),
+                ));
+            } else if selected.is_empty() {
                 out.push(result(
                     "tables",
                     false,

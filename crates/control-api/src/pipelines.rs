@@ -158,7 +158,8 @@ pub struct PipelineStatus {
     pub pipeline_id: Uuid,
     /// What the user asked for.
     pub state: DesiredState,
-    /// `draft`, `waiting_for_agent`, `starting`, `snapshot`, `streaming`, `paused` or `failed`.
+    /// `draft`, `waiting_for_agent`, `starting`, `snapshot`, `streaming`, `pausing` (the agent
+    /// is stopping it), `paused` or `failed`.
     pub phase: String,
     /// The agent holding the pipeline's lease.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -330,6 +330,8 @@ pub async fn status(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let current_report = row.get::<_, Option<i64>>(4) == Some(epoch);
     let phase = match p.state {
         DesiredState::Draft => "draft".to_string(),
+        // The agent stops at its next heartbeat; until then the pipeline still runs.
+        DesiredState::Paused if agent_id.is_some() => "pausing".to_string(),
         DesiredState::Paused => "paused".to_string(),
         DesiredState::Running if agent_id.is_none() => "waiting_for_agent".to_string(),
         DesiredState::Running if !current_report || progress.phase.is_empty() => {
