@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
+use crate::store::Sql;
 use crate::store::Store;
 
 /// Kinds of credential, by prefix.
@@ -148,14 +149,65 @@ fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
         })
 }
 
+/// How long a verified credential is trusted without asking the store again; a revocation
+/// made through another instance takes at most this long to apply.
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+struct Cached {
+    hash: Vec<u8>,
+    principal: Principal,
+    until: std::time::Instant,
+}
+
+static VERIFIED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<Uuid, Cached>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn cached(id: Uuid, secret: &str) -> Option<Principal> {
+    let map = VERIFIED.lock().expect("credential cache");
+    let c = map.get(&id)?;
+    (c.until > std::time::Instant::now() && verify(secret, &c.hash)).then(|| c.principal.clone())
+}
+
+fn remember(id: Uuid, hash: Vec<u8>, principal: &Principal, expires: Option<DateTime<Utc>>) {
+    let mut until = std::time::Instant::now() + CACHE_TTL;
+    if let Some(e) = expires {
+        let left = (e - Utc::now()).to_std().unwrap_or_default();
+        until = until.min(std::time::Instant::now() + left);
+    }
+    let mut map = VERIFIED.lock().expect("credential cache");
+    if map.len() > 10_000 {
+        map.retain(|_, c| c.until > std::time::Instant::now());
+    }
+    map.insert(
+        id,
+        Cached {
+            hash,
+            principal: principal.clone(),
+            until,
+        },
+    );
+}
+
+/// Forget a credential at once (after revoking it here).
+pub fn forget(id: Uuid) {
+    VERIFIED.lock().expect("credential cache").remove(&id);
+}
+
 /// Authenticate a request by its bearer credential (API key or agent key).
 pub async fn authenticate(store: &Store, headers: &HeaderMap) -> ApiResult<Principal> {
     let token = bearer(headers)?;
     let invalid = || ApiError::Unauthorized("the key is unknown, revoked or expired".into());
+    for kind in [CredentialKind::ApiKey, CredentialKind::Agent] {
+        if let Some((id, secret)) = parse_credential(kind, token)
+            && let Some(p) = cached(id, secret)
+        {
+            return Ok(p);
+        }
+    }
     let conn = store.conn().await?;
     if let Some((id, secret)) = parse_credential(CredentialKind::ApiKey, token) {
         let row = conn
-            .query_opt(
+            .q_opt(
                 "select secret_hash, role, expires_at from api_keys where id = $1 and revoked_at is null",
                 &[&id],
             )
@@ -169,11 +221,13 @@ pub async fn authenticate(store: &Store, headers: &HeaderMap) -> ApiResult<Princ
             "admin" => Role::Admin,
             other => return Err(ApiError::Internal(format!("unknown role {other}"))),
         };
-        return Ok(Principal::User { key_id: id, role });
+        let principal = Principal::User { key_id: id, role };
+        remember(id, row.get(0), &principal, Some(expires));
+        return Ok(principal);
     }
     if let Some((id, secret)) = parse_credential(CredentialKind::Agent, token) {
         let row = conn
-            .query_opt(
+            .q_opt(
                 "select key_hash, environment_id from agents where id = $1",
                 &[&id],
             )
@@ -182,10 +236,12 @@ pub async fn authenticate(store: &Store, headers: &HeaderMap) -> ApiResult<Princ
         if !verify(secret, row.get(0)) {
             return Err(invalid());
         }
-        return Ok(Principal::Agent {
+        let principal = Principal::Agent {
             agent_id: id,
             environment_id: row.get(1),
-        });
+        };
+        remember(id, row.get(0), &principal, None);
+        return Ok(principal);
     }
     Err(invalid())
 }
@@ -199,7 +255,7 @@ pub async fn registration_token(store: &Store, headers: &HeaderMap) -> ApiResult
         parse_credential(CredentialKind::RegistrationToken, token).ok_or_else(invalid)?;
     let conn = store.conn().await?;
     let row = conn
-        .query_opt(
+        .q_opt(
             "select agent_token_hash from environments where id = $1",
             &[&env],
         )
@@ -214,7 +270,7 @@ pub async fn registration_token(store: &Store, headers: &HeaderMap) -> ApiResult
 
 /// Create an API key; returns the text shown once.
 pub async fn create_api_key(
-    client: &impl tokio_postgres::GenericClient,
+    client: &impl deadpool_postgres::GenericClient,
     name: &str,
     role: Role,
     days: u32,
@@ -226,7 +282,7 @@ pub async fn create_api_key(
         Role::Admin => "admin",
     };
     let row = client
-        .query_one(
+        .q_one(
             "insert into api_keys (id, name, role, prefix, secret_hash, expires_at)
              values ($1, $2, $3, $4, $5, now() + make_interval(days => $6))
              returning created_at, expires_at",

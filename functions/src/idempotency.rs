@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::app::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::reply;
+use crate::store::Sql;
 
 /// A create's answer: status, body, version for the `ETag`.
 pub type Created = (StatusCode, Value, Option<i64>);
@@ -40,7 +41,7 @@ where
     let principal = ctx.principal.name();
     let conn = ctx.conn().await?;
     if let Some(row) = conn
-        .query_opt(
+        .q_opt(
             "select request_hash, status, body from idempotency_keys where principal = $1 and key = $2",
             &[&principal, &key],
         )
@@ -58,7 +59,7 @@ where
         return Ok((reply(status, &body, version), body));
     }
     let (status, value, version) = create().await?;
-    conn.execute(
+    conn.exec(
         "insert into idempotency_keys (principal, key, request_hash, status, body)
          values ($1, $2, $3, $4, $5) on conflict do nothing",
         &[&principal, &key, &hash, &(status.as_u16() as i32), &value],

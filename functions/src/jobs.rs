@@ -14,6 +14,7 @@ use crate::bindings;
 use crate::compute::AgentPool;
 use crate::error::ApiError;
 use crate::scheduler;
+use crate::store::Sql;
 
 /// Why a job failed; the host retries it and finally moves the message to the poison queue.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +69,7 @@ pub async fn provision(
         }
         return Ok(format!("agents of environment {env_id} stopped"));
     }
-    let env = match environments::load(&**conn, env_id).await {
+    let env = match environments::load(&conn, env_id).await {
         Ok(env) => env,
         Err(ApiError::NotFound(_)) => return Ok(format!("environment {env_id} no longer exists")),
         Err(e) => return Err(e.into()),
@@ -85,7 +86,7 @@ pub async fn provision(
         )
     })?;
     let (token, hash) = auth::new_credential(CredentialKind::RegistrationToken, env_id);
-    conn.execute(
+    conn.exec(
         "update environments set agent_token_hash = $2 where id = $1",
         &[&env_id, &hash],
     )
@@ -97,7 +98,7 @@ pub async fn provision(
     };
     if let Err(e) = compute.ensure(env_id, &pool).await {
         if last_attempt(dequeue_count) {
-            conn.execute(
+            conn.exec(
                 "update environments set state = 'error', reason = $2, updated_at = now() where id = $1",
                 &[&env_id, &format!("agents could not be started: {e}")],
             )
@@ -117,7 +118,7 @@ pub async fn validate(app: &Arc<App>, msg: &Value, dequeue_count: u32) -> Result
     let store = app.store().await?;
     let conn = store.conn().await?;
     let Some(row) = conn
-        .query_opt(
+        .q_opt(
             "select v.state, e.name, (select count(*) from agents a where a.environment_id = e.id and a.healthy)
              from validations v join connectors c on c.id = v.connector_id join environments e on e.id = c.environment_id
              where v.id = $1",
@@ -143,7 +144,7 @@ pub async fn validate(app: &Arc<App>, msg: &Value, dequeue_count: u32) -> Result
                 "no healthy agent in environment {env} could run the check; see `culvert agent list` and `culvert env get {env}`"
             ),
         };
-        connectors::finish_validation(&**conn, vid, &[check]).await?;
+        connectors::finish_validation(&conn, vid, &[check]).await?;
         return Ok(format!("validation {vid} failed: no agent"));
     }
     Err(JobError::Failed(format!(
@@ -157,18 +158,18 @@ pub async fn housekeeping(app: &Arc<App>) -> Result<String, JobError> {
     let mut conn = store.conn().await?;
     let lease = app.settings.lease.as_secs_f64();
     let unhealthy = conn
-        .execute(
+        .exec(
             "update agents set healthy = false
              where healthy and last_heartbeat_at < now() - make_interval(secs => $1)",
             &[&lease],
         )
         .await?;
-    conn.execute(
+    conn.exec(
         "delete from agents where not healthy and last_heartbeat_at < now() - interval '1 hour'",
         &[],
     )
     .await?;
-    conn.execute(
+    conn.exec(
         "update environments e set
              state = case when h.n > 0 then 'ready' when e.state = 'ready' or e.state = 'error' then 'error' else 'registering' end,
              reason = case when h.n > 0 then null
@@ -189,19 +190,19 @@ pub async fn housekeeping(app: &Arc<App>) -> Result<String, JobError> {
     }])
     .expect("checks");
     let stale = conn
-        .execute(
+        .exec(
             "update validations set state = 'failed', checks = $1, finished_at = now()
              where state in ('queued', 'running') and requested_at < now() - interval '2 minutes'",
             &[&stale],
         )
         .await?;
-    conn.execute(
+    conn.exec(
         "delete from idempotency_keys where created_at < now() - interval '24 hours'",
         &[],
     )
     .await?;
     let envs: Vec<Uuid> = conn
-        .query("select id from environments", &[])
+        .q("select id from environments", &[])
         .await?
         .iter()
         .map(|r| r.get(0))

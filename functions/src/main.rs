@@ -62,11 +62,12 @@ async fn serve() -> Result<()> {
     tokio::spawn(async move {
         let _ = warm.store().await;
     });
+    // Installed before serving, so a SIGTERM right after the first answer still drains.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     tracing::info!(%addr, "serving functions");
     axum::serve(listener, culvert_functions::router(app))
-        .with_graceful_shutdown(async {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        .with_graceful_shutdown(async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
@@ -94,7 +95,7 @@ async fn run(cli: Cli) -> Result<()> {
             store.migrate().await?;
             let conn = store.conn().await.map_err(|e| anyhow::anyhow!("{e}"))?;
             let (key, secret) =
-                culvert_functions::auth::create_api_key(&**conn, &name, Role::Admin, days).await?;
+                culvert_functions::auth::create_api_key(&conn, &name, Role::Admin, days).await?;
             write_private(&out, &format!("{secret}\n"))?;
             println!(
                 "created API key {} ({}), expires {}; written to {}",

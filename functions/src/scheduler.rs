@@ -8,10 +8,11 @@
 
 use std::time::Duration;
 
-use tokio_postgres::Client;
+use deadpool_postgres::Client;
 use uuid::Uuid;
 
 use crate::error::ApiResult;
+use crate::store::Sql;
 
 /// Assign, expire, revoke and rebalance the leases of one environment.
 pub async fn schedule(client: &mut Client, environment: Uuid, lease: Duration) -> ApiResult<()> {
@@ -19,7 +20,7 @@ pub async fn schedule(client: &mut Client, environment: Uuid, lease: Duration) -
     let tx = client.transaction().await?;
     // One scheduler per environment at a time.
     if tx
-        .query_opt(
+        .q_opt(
             "select 1 from environments where id = $1 for update",
             &[&environment],
         )
@@ -28,20 +29,20 @@ pub async fn schedule(client: &mut Client, environment: Uuid, lease: Duration) -
     {
         return Ok(());
     }
-    tx.execute(
+    tx.exec(
         "update leases l set revoked = true from pipelines p
          where l.pipeline_id = p.id and p.environment_id = $1 and p.state <> 'running' and not l.revoked",
         &[&environment],
     )
     .await?;
-    tx.execute(
+    tx.exec(
         "delete from leases l using pipelines p
          where l.pipeline_id = p.id and p.environment_id = $1 and l.expires_at < now()",
         &[&environment],
     )
     .await?;
     let agents = tx
-        .query(
+        .q(
             "select a.id, (select count(*) from leases l where l.agent_id = a.id)
              from agents a where a.environment_id = $1 and a.healthy
                and a.last_heartbeat_at > now() - make_interval(secs => $2)
@@ -55,7 +56,7 @@ pub async fn schedule(client: &mut Client, environment: Uuid, lease: Duration) -
         return Ok(());
     }
     let waiting: Vec<Uuid> = tx
-        .query(
+        .q(
             "select p.id from pipelines p where p.environment_id = $1 and p.state = 'running'
                and not exists (select 1 from leases l where l.pipeline_id = p.id)
              order by p.seq",
@@ -71,13 +72,13 @@ pub async fn schedule(client: &mut Client, environment: Uuid, lease: Duration) -
             .min_by_key(|(_, n)| *n)
             .expect("at least one agent");
         let epoch: i64 = tx
-            .query_one(
+            .q_one(
                 "update pipelines set epoch = epoch + 1 where id = $1 returning epoch",
                 &[&pipeline],
             )
             .await?
             .get(0);
-        tx.execute(
+        tx.exec(
             "insert into leases (pipeline_id, agent_id, epoch, expires_at)
              values ($1, $2, $3, now() + make_interval(secs => $4))",
             &[&pipeline, &slot.0, &epoch, &lease_secs],
@@ -91,7 +92,7 @@ pub async fn schedule(client: &mut Client, environment: Uuid, lease: Duration) -
     let idlest = load.iter().min_by_key(|(_, n)| *n).copied();
     if let (Some((from, max)), Some((_, min))) = (busiest, idlest) {
         let moving: i64 = tx
-            .query_one(
+            .q_one(
                 "select count(*) from leases l join pipelines p on p.id = l.pipeline_id
                  where p.environment_id = $1 and l.revoked",
                 &[&environment],
@@ -100,7 +101,7 @@ pub async fn schedule(client: &mut Client, environment: Uuid, lease: Duration) -
             .get(0);
         if max - min >= 2 && moving == 0 {
             let n = tx
-                .execute(
+                .exec(
                     "update leases set revoked = true where pipeline_id =
                        (select pipeline_id from leases where agent_id = $1 order by epoch desc limit 1)",
                     &[&from],

@@ -58,6 +58,7 @@ fn served_document_holds_under_generated_requests() {
         .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--max-examples", "15", "--workers", "2", "--no-color"])
         .args(["--max-failures", "20"])
+        .current_dir(&state)
         .output()
         .expect("run schemathesis");
     let text = format!(

@@ -8,8 +8,8 @@ use culvert_control_api::agents::{
     HeartbeatReply, PipelineCommand, ValidationTask,
 };
 use culvert_control_api::connectors::Connector;
+use deadpool_postgres::GenericClient;
 use serde_json::Value;
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::{Outcome, Req, connectors, pipelines};
@@ -18,6 +18,7 @@ use crate::auth::{self, Action, CredentialKind, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{json_body, reply};
 use crate::scheduler;
+use crate::store::Sql;
 
 fn agent_of(ctx: &Ctx) -> ApiResult<(Uuid, Uuid)> {
     match ctx.principal {
@@ -48,12 +49,12 @@ pub async fn register(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let (key, hash) = auth::new_credential(CredentialKind::Agent, id);
     let mut conn = store.conn().await?;
     let tx = conn.transaction().await?;
-    tx.execute(
+    tx.exec(
         "insert into agents (id, environment_id, name, version, key_hash) values ($1, $2, $3, $4, $5)",
         &[&id, &env, &body.name, &body.version, &hash],
     )
     .await?;
-    tx.execute(
+    tx.exec(
         "update environments set state = 'ready', reason = null, updated_at = now()
          where id = $1 and state <> 'ready'",
         &[&env],
@@ -93,8 +94,8 @@ async fn connector_definition(
 
 async fn assignments(client: &impl GenericClient, agent: Uuid) -> ApiResult<Vec<Assignment>> {
     let leases = client
-        .query(
-            "select pipeline_id, epoch from leases where agent_id = $1 and not revoked order by pipeline_id",
+        .q(
+"select pipeline_id, epoch from leases where agent_id = $1 and not revoked order by pipeline_id",
             &[&agent],
         )
         .await?;
@@ -103,8 +104,8 @@ async fn assignments(client: &impl GenericClient, agent: Uuid) -> ApiResult<Vec<
         let pipeline_id: Uuid = l.get(0);
         let p = pipelines::load(client, pipeline_id).await?;
         let commands = client
-            .query(
-                "select id, kind, tables from pipeline_commands where pipeline_id = $1 and done_at is null order by created_at",
+            .q(
+"select id, kind, tables from pipeline_commands where pipeline_id = $1 and done_at is null order by created_at",
                 &[&pipeline_id],
             )
             .await?
@@ -136,7 +137,7 @@ async fn claim_validations(
     env: Uuid,
 ) -> ApiResult<Vec<ValidationTask>> {
     let rows = client
-        .query(
+        .q(
             "update validations set state = 'running', agent_id = $1, started_at = now()
              where id in (select v.id from validations v join connectors c on c.id = v.connector_id
                           where c.environment_id = $2 and v.state = 'queued'
@@ -164,14 +165,14 @@ pub async fn heartbeat(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let mut conn = ctx.conn().await?;
     {
         let tx = conn.transaction().await?;
-        tx.execute(
+        tx.exec(
             "update agents set last_heartbeat_at = now(), healthy = not $2 where id = $1",
             &[&agent, &body.draining],
         )
         .await?;
         if !body.draining {
             // A heartbeating agent makes its environment usable again.
-            tx.execute(
+            tx.exec(
                 "update environments set state = 'ready', reason = null, updated_at = now()
                  where id = $1 and state <> 'ready'",
                 &[&env],
@@ -183,7 +184,7 @@ pub async fn heartbeat(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
             running.push(r.pipeline_id);
             // Only the current lease holder's reports count.
             let holds = tx
-                .query_opt(
+                .q_opt(
                     "select 1 from leases where pipeline_id = $1 and agent_id = $2 and epoch = $3",
                     &[&r.pipeline_id, &agent, &r.epoch],
                 )
@@ -192,7 +193,7 @@ pub async fn heartbeat(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
             if !holds {
                 continue;
             }
-            tx.execute(
+            tx.exec(
                 "insert into pipeline_status (pipeline_id, agent_id, epoch, progress, reported_at)
                  values ($1, $2, $3, $4, now())
                  on conflict (pipeline_id) do update set agent_id = $2, epoch = $3, progress = $4, reported_at = now()",
@@ -200,27 +201,27 @@ pub async fn heartbeat(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
             )
             .await?;
             if !r.commands_done.is_empty() {
-                tx.execute(
+                tx.exec(
                     "update pipeline_commands set done_at = now() where pipeline_id = $1 and id = any($2) and done_at is null",
                     &[&r.pipeline_id, &r.commands_done],
                 )
                 .await?;
             }
         }
-        tx.execute(
+        tx.exec(
             "update leases set expires_at = now() + make_interval(secs => $2) where agent_id = $1 and not revoked",
             &[&agent, &lease_secs],
         )
         .await?;
         // A revoked lease ends once its agent no longer runs the pipeline; a draining
         // agent gives back every lease it no longer uses.
-        tx.execute(
+        tx.exec(
             "delete from leases where agent_id = $1 and (revoked or $3) and not (pipeline_id = any($2))",
             &[&agent, &running, &body.draining],
         )
         .await?;
         if body.draining {
-            tx.execute("update agents set healthy = false where id = $1", &[&agent])
+            tx.exec("update agents set healthy = false where id = $1", &[&agent])
                 .await?;
         }
         tx.commit().await?;
@@ -236,8 +237,8 @@ pub async fn heartbeat(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         }
     }
     scheduler::schedule(&mut conn, env, app.settings.lease).await?;
-    let assignments = assignments(&**conn, agent).await?;
-    let validations = claim_validations(&**conn, agent, env).await?;
+    let assignments = assignments(&conn, agent).await?;
+    let validations = claim_validations(&conn, agent, env).await?;
     let reply_body = HeartbeatReply {
         assignments,
         validations,
@@ -255,7 +256,7 @@ pub async fn report(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let conn = ctx.conn().await?;
     for v in &body.validations {
         let owner: Option<Option<Uuid>> = conn
-            .query_opt(
+            .q_opt(
                 "select agent_id from validations where id = $1",
                 &[&v.validation_id],
             )
@@ -264,7 +265,7 @@ pub async fn report(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         match owner {
             None => return Err(ApiError::not_found("validation", v.validation_id)),
             Some(Some(a)) if a == agent => {
-                connectors::finish_validation(&**conn, v.validation_id, &v.checks).await?;
+                connectors::finish_validation(&conn, v.validation_id, &v.checks).await?;
             }
             Some(_) => {
                 return Err(ApiError::Conflict(format!(

@@ -11,6 +11,7 @@ use crate::app::{App, Ctx};
 use crate::auth::Action;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{page, paging, parse_id, reply};
+use crate::store::Sql;
 
 const COLUMNS: &str = "a.id, a.environment_id, a.name, a.version, a.healthy, a.registered_at, a.last_heartbeat_at,
     array(select pipeline_id from leases l where l.agent_id = a.id and not l.revoked order by pipeline_id), a.seq";
@@ -40,7 +41,7 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         (Method::GET, Some(id)) => {
             let id = parse_id("agent", id)?;
             let row = conn
-                .query_opt(
+                .q_opt(
                     &format!("select {COLUMNS} from agents a where a.id = $1"),
                     &[&id],
                 )
@@ -56,8 +57,8 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
                 .map(|s| parse_id("environment", s))
                 .transpose()?;
             let rows = conn
-                .query(
-                    &format!(
+                .q(
+&format!(
                         "select {COLUMNS} from agents a where a.seq > $1 and ($3::uuid is null or a.environment_id = $3)
                          order by a.seq limit $2"
                     ),

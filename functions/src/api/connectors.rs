@@ -8,9 +8,10 @@ use culvert_control_api::connectors::{
     CheckOutcome, Connector, ConnectorCreate, ConnectorKind, ConnectorUpdate, Validation,
     ValidationState,
 };
-use culvert_control_api::environments::{EnvironmentState, Provider};
+use culvert_control_api::environments::{Environment, EnvironmentState, Provider};
+use deadpool_postgres::GenericClient;
 use serde_json::{Map, Value, json};
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{Outcome, Req, check_name, environments, method_not_allowed};
@@ -20,6 +21,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{
     check_version, if_match, json_body, no_content, page, paging, parse_id, reply,
 };
+use crate::store::Sql;
 use crate::{idempotency, specs};
 
 const COLUMNS: &str = "c.id, c.name, c.environment_id, c.connector_type, c.kind, c.config, c.secret_names,
@@ -72,7 +74,7 @@ fn from_row(r: &Row) -> ApiResult<Connector> {
 /// Load one connector.
 pub async fn load(client: &impl GenericClient, id: Uuid) -> ApiResult<Connector> {
     let row = client
-        .query_opt(
+        .q_opt(
             &format!("select {COLUMNS} from connectors c where c.id = $1"),
             &[&id],
         )
@@ -87,7 +89,7 @@ pub async fn sealed_secrets(
     id: Uuid,
 ) -> ApiResult<BTreeMap<String, String>> {
     let row = client
-        .query_one(
+        .q_one(
             "select sealed_secrets from connectors where id = $1",
             &[&id],
         )
@@ -99,16 +101,14 @@ pub async fn sealed_secrets(
 }
 
 /// Seal secret values for an environment's agents.
-async fn seal(
+fn seal(
     app: &App,
-    client: &impl GenericClient,
-    environment: Uuid,
+    env: &Environment,
     secrets: BTreeMap<String, String>,
 ) -> ApiResult<BTreeMap<String, String>> {
     if secrets.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let env = environments::load(client, environment).await?;
     let key = match env.provider {
         Provider::Local => app.local_sealing.as_ref().ok_or_else(|| {
             ApiError::Conflict("this control plane has no sealing key for local environments (CULVERT_SEALING_PUBLIC_KEY)".into())
@@ -137,7 +137,7 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         (Method::GET, None) => list(app, req).await,
         (Method::GET, Some(id)) => {
             let ctx = Ctx::new(&app, &req.headers, Action::Read).await?;
-            let c = load(&**ctx.conn().await?, id).await?;
+            let c = load(&ctx.conn().await?, id).await?;
             Ok(reply(StatusCode::OK, &c, Some(c.version)).into())
         }
         (Method::POST, None) => create(app, req).await,
@@ -158,8 +158,8 @@ async fn list(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let rows = ctx
         .conn()
         .await?
-        .query(
-            &format!(
+        .q(
+&format!(
                 "select {COLUMNS} from connectors c where c.seq > $1 and ($3::uuid is null or c.environment_id = $3)
                  order by c.seq limit $2"
             ),
@@ -182,14 +182,17 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let (config, secrets) = specs::split_secrets(&body.connector_type, body.config.clone())?;
     let (response, _) = idempotency::once(&ctx, &req.headers, &req.body, || async {
         let conn = ctx.conn().await?;
-        environments::load(&**conn, body.environment_id)
-            .await
-            .map_err(|_| ApiError::field("/environment_id", format!("no environment with id {}", body.environment_id)))?;
+        let env = environments::load(&conn, body.environment_id).await.map_err(|_| {
+            ApiError::field(
+                "/environment_id",
+                format!("no environment with id {}", body.environment_id),
+            )
+        })?;
         let names: Vec<String> = secrets.keys().cloned().collect();
-        let sealed = seal(&ctx.app, &**conn, body.environment_id, secrets).await?;
+        let sealed = seal(&ctx.app, &env, secrets)?;
         let sealed = serde_json::to_string(&sealed).expect("sealed map");
         let id = Uuid::new_v4();
-        conn.execute(
+        conn.exec(
             "insert into connectors (id, environment_id, name, connector_type, kind, config, secret_names, sealed_secrets)
              values ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[&id, &body.environment_id, &body.name, &body.connector_type, &kind.as_str(), &Value::Object(config), &names, &sealed],
@@ -198,7 +201,7 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         .map_err(|e| {
             crate::store::conflict_on_unique(e, || format!("a connector named {:?} exists in this environment", body.name))
         })?;
-        let c = load(&**conn, id).await?;
+        let c = load(&conn, id).await?;
         Ok((StatusCode::CREATED, serde_json::to_value(&c).expect("connector"), Some(c.version)))
     })
     .await?;
@@ -211,9 +214,9 @@ async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     let expected = if_match(&req.headers)?;
     let mut conn = ctx.conn().await?;
     let tx = conn.transaction().await?;
-    tx.execute("select 1 from connectors where id = $1 for update", &[&id])
+    tx.exec("select 1 from connectors where id = $1 for update", &[&id])
         .await?;
-    let current = load(&*tx, id).await?;
+    let current = load(&tx, id).await?;
     check_version(expected, current.version)?;
     let secret_fields = specs::secret_fields(&current.connector_type)?;
     let mut config = current.config.clone();
@@ -245,18 +248,19 @@ async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
         full.insert(k.clone(), Value::String(v.clone()));
     }
     specs::validate(&current.connector_type, &full)?;
-    let mut sealed = sealed_secrets(&*tx, id).await?;
+    let mut sealed = sealed_secrets(&tx, id).await?;
     sealed.retain(|k, _| kept.contains(k));
-    sealed.extend(seal(&ctx.app, &*tx, current.environment_id, new_secrets).await?);
+    let env = environments::load(&tx, current.environment_id).await?;
+    sealed.extend(seal(&ctx.app, &env, new_secrets)?);
     let names: Vec<String> = sealed.keys().cloned().collect();
     let sealed = serde_json::to_string(&sealed).expect("sealed map");
-    tx.execute(
+    tx.exec(
         "update connectors set config = $2, secret_names = $3, sealed_secrets = $4,
              version = version + 1, updated_at = now() where id = $1",
         &[&id, &Value::Object(config), &names, &sealed],
     )
     .await?;
-    let c = load(&*tx, id).await?;
+    let c = load(&tx, id).await?;
     tx.commit().await?;
     Ok(reply(StatusCode::OK, &c, Some(c.version)).into())
 }
@@ -266,10 +270,10 @@ async fn delete(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     let expected = if_match(&req.headers)?;
     let mut conn = ctx.conn().await?;
     let tx = conn.transaction().await?;
-    let c = load(&*tx, id).await?;
+    let c = load(&tx, id).await?;
     check_version(expected, c.version)?;
     let users: Vec<String> = tx
-        .query(
+        .q(
             "select name from pipelines where source_id = $1 or target_id = $1",
             &[&id],
         )
@@ -284,7 +288,7 @@ async fn delete(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
             users.join(", ")
         )));
     }
-    tx.execute("delete from connectors where id = $1", &[&id])
+    tx.exec("delete from connectors where id = $1", &[&id])
         .await?;
     tx.commit().await?;
     Ok(no_content().into())
@@ -295,8 +299,8 @@ pub async fn validate(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let id = parse_id("connector", req.param("id").unwrap_or_default())?;
     let ctx = Ctx::new(&app, &req.headers, Action::Write).await?;
     let conn = ctx.conn().await?;
-    let c = load(&**conn, id).await?;
-    let env = environments::load(&**conn, c.environment_id).await?;
+    let c = load(&conn, id).await?;
+    let env = environments::load(&conn, c.environment_id).await?;
     if env.state != EnvironmentState::Ready {
         return Err(ApiError::Conflict(format!(
             "environment {} is {}; validation runs inside it once it is ready",
@@ -305,12 +309,12 @@ pub async fn validate(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         )));
     }
     let vid = Uuid::new_v4();
-    conn.execute(
+    conn.exec(
         "insert into validations (id, connector_id, connector_version, state) values ($1, $2, $3, 'queued')",
         &[&vid, &id, &c.version],
     )
     .await?;
-    let c = load(&**conn, id).await?;
+    let c = load(&conn, id).await?;
     let v = c
         .validation
         .clone()
@@ -333,7 +337,7 @@ pub async fn finish_validation(
         "failed"
     };
     let n = client
-        .execute(
+        .exec(
             "update validations set state = $2, checks = $3, finished_at = now()
              where id = $1 and state in ('queued', 'running')",
             &[

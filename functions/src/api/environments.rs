@@ -18,6 +18,7 @@ use crate::extract::{
     check_version, if_match, json_body, no_content, page, paging, parse_id, reply,
 };
 use crate::idempotency;
+use crate::store::Sql;
 use crate::store::conflict_on_unique;
 
 const COLUMNS: &str = "e.id, e.name, e.provider, e.azure, e.agents, e.state, e.reason, e.created_at, e.updated_at, e.version,
@@ -50,9 +51,12 @@ fn from_row(r: &Row) -> ApiResult<Environment> {
 }
 
 /// Load one environment.
-pub async fn load(client: &impl tokio_postgres::GenericClient, id: Uuid) -> ApiResult<Environment> {
+pub async fn load(
+    client: &impl deadpool_postgres::GenericClient,
+    id: Uuid,
+) -> ApiResult<Environment> {
     let row = client
-        .query_opt(
+        .q_opt(
             &format!("select {COLUMNS} from environments e where e.id = $1"),
             &[&id],
         )
@@ -172,7 +176,7 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         (Method::GET, None) => list(app, req).await,
         (Method::GET, Some(id)) => {
             let ctx = Ctx::new(&app, &req.headers, Action::Read).await?;
-            let env = load(&**ctx.conn().await?, id).await?;
+            let env = load(&ctx.conn().await?, id).await?;
             Ok(reply(StatusCode::OK, &env, Some(env.version)).into())
         }
         (Method::POST, None) => create(app, req).await,
@@ -188,7 +192,7 @@ async fn list(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let rows = ctx
         .conn()
         .await?
-        .query(
+        .q(
             &format!(
                 "select {COLUMNS} from environments e where e.seq > $1 order by e.seq limit $2"
             ),
@@ -252,7 +256,7 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
             .azure
             .as_ref()
             .map(|a| serde_json::to_value(a).expect("settings"));
-        conn.execute(
+        conn.exec(
             "insert into environments (id, name, provider, azure, agents, state, reason)
              values ($1, $2, $3, $4, $5, $6, $7)",
             &[
@@ -269,7 +273,7 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         .map_err(|e| {
             conflict_on_unique(e, || format!("an environment named {:?} exists", body.name))
         })?;
-        let env = load(&**conn, id).await?;
+        let env = load(&conn, id).await?;
         Ok((
             StatusCode::CREATED,
             serde_json::to_value(&env).expect("environment"),
@@ -291,18 +295,18 @@ async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     let expected = if_match(&req.headers)?;
     let mut conn = ctx.conn().await?;
     let tx = conn.transaction().await?;
-    let env = load(&*tx, id).await?;
+    let env = load(&tx, id).await?;
     check_version(expected, env.version)?;
     let agents = match body.agents {
         Some(_) => check_agents(body.agents)?,
         None => env.agents,
     };
-    tx.execute(
+    tx.exec(
         "update environments set agents = $2, version = version + 1, updated_at = now() where id = $1",
         &[&id, &(agents as i32)],
     )
     .await?;
-    let env = load(&*tx, id).await?;
+    let env = load(&tx, id).await?;
     tx.commit().await?;
     let messages = if env.provider == Provider::Local {
         vec![("provision", provision_message(id))]
@@ -320,10 +324,10 @@ async fn delete(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     let expected = if_match(&req.headers)?;
     let mut conn = ctx.conn().await?;
     let tx = conn.transaction().await?;
-    let env = load(&*tx, id).await?;
+    let env = load(&tx, id).await?;
     check_version(expected, env.version)?;
     let used: i64 = tx
-        .query_one(
+        .q_one(
             "select count(*) from connectors where environment_id = $1",
             &[&id],
         )
@@ -335,7 +339,7 @@ async fn delete(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
             env.name
         )));
     }
-    tx.execute("delete from environments where id = $1", &[&id])
+    tx.exec("delete from environments where id = $1", &[&id])
         .await?;
     tx.commit().await?;
     let messages = if env.provider == Provider::Local {

@@ -10,6 +10,7 @@ use crate::app::{App, Ctx};
 use crate::auth::{self, Action, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{json_body, no_content, page, paging, parse_id, reply};
+use crate::store::Sql;
 
 const COLUMNS: &str = "id, name, prefix, created_at, expires_at, seq";
 
@@ -32,8 +33,8 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         (Method::GET, None) => {
             let p = paging(&req.query)?;
             let rows = conn
-                .query(
-                    &format!("select {COLUMNS} from api_keys where revoked_at is null and seq > $1 order by seq limit $2"),
+                .q(
+&format!("select {COLUMNS} from api_keys where revoked_at is null and seq > $1 order by seq limit $2"),
                     &[&p.after, &(p.limit + 1)],
                 )
                 .await?;
@@ -46,7 +47,7 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         (Method::GET, Some(id)) => {
             let id = parse_id("API key", id)?;
             let row = conn
-                .query_opt(
+                .q_opt(
                     &format!("select {COLUMNS} from api_keys where revoked_at is null and id = $1"),
                     &[&id],
                 )
@@ -66,8 +67,7 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
                     return Err(ApiError::field("/expires_in_days", "must be from 1 to 365"));
                 }
             };
-            let (key, secret) =
-                auth::create_api_key(&**conn, &body.name, Role::Admin, days).await?;
+            let (key, secret) = auth::create_api_key(&conn, &body.name, Role::Admin, days).await?;
             Ok(reply(StatusCode::CREATED, &ApiKeyCreated { key, secret }, None).into())
         }
         (Method::DELETE, Some(id)) => {
@@ -78,7 +78,7 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
                 ));
             }
             let n = conn
-                .execute(
+                .exec(
                     "update api_keys set revoked_at = now() where id = $1 and revoked_at is null",
                     &[&id],
                 )
@@ -86,6 +86,7 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
             if n == 0 {
                 return Err(ApiError::not_found("API key", id));
             }
+            auth::forget(id);
             Ok(no_content().into())
         }
         _ => Err(method_not_allowed(&req)),

@@ -9,8 +9,9 @@ use culvert_control_api::pipelines::{
     DesiredState, Pipeline, PipelineCreate, PipelineProgress, PipelineStatus, PipelineUpdate,
     ResyncRequest,
 };
+use deadpool_postgres::GenericClient;
 use serde_json::Value;
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{Outcome, Req, check_name, connectors, method_not_allowed};
@@ -21,6 +22,7 @@ use crate::extract::{
     check_version, if_match, json_body, no_content, page, paging, parse_id, reply,
 };
 use crate::idempotency;
+use crate::store::Sql;
 
 const COLUMNS: &str =
     "p.id, p.name, p.environment_id, p.source_id, p.target_id, p.tables, p.batch_rows, p.state,
@@ -51,7 +53,7 @@ fn from_row(r: &Row) -> ApiResult<Pipeline> {
 /// Load one pipeline.
 pub async fn load(client: &impl GenericClient, id: Uuid) -> ApiResult<Pipeline> {
     let row = client
-        .query_opt(
+        .q_opt(
             &format!("select {COLUMNS} from pipelines p where p.id = $1"),
             &[&id],
         )
@@ -98,7 +100,7 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         (Method::GET, None) => list(app, req).await,
         (Method::GET, Some(id)) => {
             let ctx = Ctx::new(&app, &req.headers, Action::Read).await?;
-            let p = load(&**ctx.conn().await?, id).await?;
+            let p = load(&ctx.conn().await?, id).await?;
             Ok(reply(StatusCode::OK, &p, Some(p.version)).into())
         }
         (Method::POST, None) => create(app, req).await,
@@ -114,7 +116,7 @@ async fn list(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let rows = ctx
         .conn()
         .await?
-        .query(
+        .q(
             &format!("select {COLUMNS} from pipelines p where p.seq > $1 order by p.seq limit $2"),
             &[&p.after, &(p.limit + 1)],
         )
@@ -134,10 +136,10 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let batch_rows = check_batch_rows(body.batch_rows)?;
     let (response, _) = idempotency::once(&ctx, &req.headers, &req.body, || async {
         let conn = ctx.conn().await?;
-        let source = connectors::load(&**conn, body.source_id)
+        let source = connectors::load(&conn, body.source_id)
             .await
             .map_err(|_| ApiError::field("/source_id", format!("no connector with id {}", body.source_id)))?;
-        let target = connectors::load(&**conn, body.target_id)
+        let target = connectors::load(&conn, body.target_id)
             .await
             .map_err(|_| ApiError::field("/target_id", format!("no connector with id {}", body.target_id)))?;
         if source.kind != ConnectorKind::Source {
@@ -153,7 +155,7 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
             ));
         }
         let id = Uuid::new_v4();
-        conn.execute(
+        conn.exec(
             "insert into pipelines (id, name, environment_id, source_id, target_id, tables, batch_rows, state)
              values ($1, $2, $3, $4, $5, $6, $7, 'draft')",
             &[
@@ -168,7 +170,7 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         )
         .await
         .map_err(|e| crate::store::conflict_on_unique(e, || format!("a pipeline named {:?} exists", body.name)))?;
-        let p = load(&**conn, id).await?;
+        let p = load(&conn, id).await?;
         Ok((StatusCode::CREATED, serde_json::to_value(&p).expect("pipeline"), Some(p.version)))
     })
     .await?;
@@ -181,9 +183,9 @@ async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     let expected = if_match(&req.headers)?;
     let mut conn = ctx.conn().await?;
     let tx = conn.transaction().await?;
-    tx.execute("select 1 from pipelines where id = $1 for update", &[&id])
+    tx.exec("select 1 from pipelines where id = $1 for update", &[&id])
         .await?;
-    let current = load(&*tx, id).await?;
+    let current = load(&tx, id).await?;
     check_version(expected, current.version)?;
     let tables = match body.tables {
         Some(t) => {
@@ -196,12 +198,12 @@ async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
         Some(_) => check_batch_rows(body.batch_rows)?,
         None => current.batch_rows,
     };
-    tx.execute(
+    tx.exec(
         "update pipelines set tables = $2, batch_rows = $3, version = version + 1, updated_at = now() where id = $1",
         &[&id, &serde_json::to_value(&tables).expect("tables"), &(batch_rows as i32)],
     )
     .await?;
-    let p = load(&*tx, id).await?;
+    let p = load(&tx, id).await?;
     tx.commit().await?;
     Ok(reply(StatusCode::OK, &p, Some(p.version)).into())
 }
@@ -211,7 +213,7 @@ async fn delete(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     let expected = if_match(&req.headers)?;
     let mut conn = ctx.conn().await?;
     let tx = conn.transaction().await?;
-    let p = load(&*tx, id).await?;
+    let p = load(&tx, id).await?;
     check_version(expected, p.version)?;
     if p.state == DesiredState::Running {
         return Err(ApiError::Conflict(format!(
@@ -220,7 +222,7 @@ async fn delete(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
         )));
     }
     // A paused pipeline may still be stopping on its agent; its lease goes with it.
-    tx.execute("delete from pipelines where id = $1", &[&id])
+    tx.exec("delete from pipelines where id = $1", &[&id])
         .await?;
     tx.commit().await?;
     Ok(no_content().into())
@@ -233,9 +235,9 @@ pub async fn action(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let ctx = Ctx::new(&app, &req.headers, Action::Write).await?;
     let mut conn = ctx.conn().await?;
     let tx = conn.transaction().await?;
-    tx.execute("select 1 from pipelines where id = $1 for update", &[&id])
+    tx.exec("select 1 from pipelines where id = $1 for update", &[&id])
         .await?;
-    let p = load(&*tx, id).await?;
+    let p = load(&tx, id).await?;
     let to = match (action.as_str(), p.state) {
         ("deploy", DesiredState::Draft | DesiredState::Paused | DesiredState::Running) => {
             DesiredState::Running
@@ -274,7 +276,7 @@ pub async fn action(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
                 kind: "resync".into(),
                 tables: body.tables,
             };
-            tx.execute(
+            tx.exec(
                 "insert into pipeline_commands (id, pipeline_id, kind, tables) values ($1, $2, $3, $4)",
                 &[&cmd.id, &id, &cmd.kind, &serde_json::to_value(&cmd.tables).expect("tables")],
             )
@@ -295,13 +297,13 @@ pub async fn action(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         }
     };
     if to != p.state {
-        tx.execute(
+        tx.exec(
             "update pipelines set state = $2, version = version + 1, updated_at = now() where id = $1",
             &[&id, &to.as_str()],
         )
         .await?;
     }
-    let p = load(&*tx, id).await?;
+    let p = load(&tx, id).await?;
     tx.commit().await?;
     Ok(reply(StatusCode::OK, &p, Some(p.version)).into())
 }
@@ -311,9 +313,9 @@ pub async fn status(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let id = parse_id("pipeline", req.param("id").unwrap_or_default())?;
     let ctx = Ctx::new(&app, &req.headers, Action::Read).await?;
     let conn = ctx.conn().await?;
-    let p = load(&**conn, id).await?;
+    let p = load(&conn, id).await?;
     let row = conn
-        .query_one(
+        .q_one(
             "select l.agent_id, p.epoch, s.progress, s.reported_at, s.epoch
              from pipelines p left join leases l on l.pipeline_id = p.id
              left join pipeline_status s on s.pipeline_id = p.id where p.id = $1",

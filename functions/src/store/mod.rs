@@ -82,3 +82,50 @@ pub fn conflict_on_unique(e: tokio_postgres::Error, message: impl FnOnce() -> St
     }
     ApiError::from(e)
 }
+
+/// Queries through the connection's statement cache: each distinct SQL text is parsed and
+/// planned once per connection, so a request costs one round trip per query.
+#[allow(async_fn_in_trait)]
+pub trait Sql: deadpool_postgres::GenericClient {
+    /// Rows of `sql`.
+    async fn q(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.query(&st, params).await
+    }
+
+    /// Exactly one row of `sql`.
+    async fn q_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.query_one(&st, params).await
+    }
+
+    /// At most one row of `sql`.
+    async fn q_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.query_opt(&st, params).await
+    }
+
+    /// Rows changed by `sql`.
+    async fn exec(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.execute(&st, params).await
+    }
+}
+
+impl<T: deadpool_postgres::GenericClient> Sql for T {}
