@@ -6,11 +6,12 @@ use axum::http::{Method, StatusCode};
 use culvert_control_api::agents::{Agent, AgentHealth};
 use tokio_postgres::Row;
 
+use super::listing::{self, Listing};
 use super::{Outcome, Req, method_not_allowed};
 use crate::app::{App, Ctx};
 use crate::auth::Action;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{page, paging, parse_id, reply};
+use crate::extract::{parse_id, reply};
 use crate::store::Sql;
 
 const COLUMNS: &str = "a.id, a.environment_id, a.name, a.version, a.healthy, a.registered_at, a.last_heartbeat_at,
@@ -50,26 +51,14 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
             Ok(reply(StatusCode::OK, &from_row(&row), None).into())
         }
         (Method::GET, None) => {
-            let p = paging(&req.query)?;
-            let env = req
-                .query
-                .get("environment_id")
-                .map(|s| parse_id("environment", s))
-                .transpose()?;
-            let rows = conn
-                .q(
-&format!(
-                        "select {COLUMNS} from agents a where a.seq > $1 and ($3::uuid is null or a.environment_id = $3)
-                         order by a.seq limit $2"
-                    ),
-                    &[&p.after, &(p.limit + 1), &env],
-                )
-                .await?;
-            let items = rows
-                .iter()
-                .map(|r| (r.get::<_, i64>(8), from_row(r)))
-                .collect();
-            Ok(reply(StatusCode::OK, &page(items, p), None).into())
+            let listing = Listing {
+                select: format!("select {COLUMNS} from agents a"),
+                alias: "a",
+                only: None,
+                by_environment: true,
+                from_row: |r| Ok(from_row(r)),
+            };
+            listing::list(&conn, &req, listing).await
         }
         _ => Err(method_not_allowed(&req)),
     }

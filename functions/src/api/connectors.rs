@@ -14,20 +14,19 @@ use serde_json::{Map, Value, json};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::listing::{self, Listing};
 use super::{Outcome, Req, check_name, environments, method_not_allowed};
 use crate::app::{App, Ctx};
 use crate::auth::Action;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{
-    check_version, if_match, json_body, no_content, page, paging, parse_id, reply,
-};
+use crate::extract::{check_version, if_match, json_body, no_content, parse_id, reply};
 use crate::store::Sql;
 use crate::{idempotency, specs};
 
 const COLUMNS: &str = "c.id, c.name, c.environment_id, c.connector_type, c.kind, c.config, c.secret_names,
-    c.created_at, c.updated_at, c.version, c.seq,
+    c.created_at, c.updated_at, c.version,
     (select row_to_json(v) from (select id, state, checks, requested_at, finished_at from validations
-        where connector_id = c.id order by requested_at desc limit 1) v)";
+        where connector_id = c.id order by requested_at desc limit 1) v), c.seq";
 
 fn validation_from(v: &Value) -> ApiResult<Validation> {
     let state = v["state"].as_str().and_then(ValidationState::parse);
@@ -51,7 +50,7 @@ fn validation_from(v: &Value) -> ApiResult<Validation> {
 
 fn from_row(r: &Row) -> ApiResult<Connector> {
     let config: Value = r.get(5);
-    let validation: Option<Value> = r.get(11);
+    let validation: Option<Value> = r.get(10);
     Ok(Connector {
         id: r.get(0),
         name: r.get(1),
@@ -149,28 +148,14 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
 
 async fn list(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let ctx = Ctx::new(&app, &req.headers, Action::Read).await?;
-    let p = paging(&req.query)?;
-    let env = req
-        .query
-        .get("environment_id")
-        .map(|s| parse_id("environment", s))
-        .transpose()?;
-    let rows = ctx
-        .conn()
-        .await?
-        .q(
-&format!(
-                "select {COLUMNS} from connectors c where c.seq > $1 and ($3::uuid is null or c.environment_id = $3)
-                 order by c.seq limit $2"
-            ),
-            &[&p.after, &(p.limit + 1), &env],
-        )
-        .await?;
-    let items = rows
-        .iter()
-        .map(|r| Ok((r.get::<_, i64>(10), from_row(r)?)))
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok(reply(StatusCode::OK, &page(items, p), None).into())
+    let listing = Listing {
+        select: format!("select {COLUMNS} from connectors c"),
+        alias: "c",
+        only: None,
+        by_environment: true,
+        from_row,
+    };
+    listing::list(&ctx.conn().await?, &req, listing).await
 }
 
 async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {

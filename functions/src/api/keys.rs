@@ -5,11 +5,12 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode};
 use culvert_control_api::keys::{ApiKey, ApiKeyCreate, ApiKeyCreated, Role};
 
+use super::listing::{self, Listing};
 use super::{Outcome, Req, method_not_allowed};
 use crate::app::{App, Ctx};
 use crate::auth::{self, Action, Principal};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{json_body, no_content, page, paging, parse_id, reply};
+use crate::extract::{json_body, no_content, parse_id, reply};
 use crate::store::Sql;
 
 const COLUMNS: &str = "id, name, prefix, created_at, expires_at, seq";
@@ -31,18 +32,14 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let conn = ctx.conn().await?;
     match (req.method.clone(), req.param("id")) {
         (Method::GET, None) => {
-            let p = paging(&req.query)?;
-            let rows = conn
-                .q(
-&format!("select {COLUMNS} from api_keys where revoked_at is null and seq > $1 order by seq limit $2"),
-                    &[&p.after, &(p.limit + 1)],
-                )
-                .await?;
-            let items = rows
-                .iter()
-                .map(|r| (r.get::<_, i64>(5), from_row(r)))
-                .collect();
-            Ok(reply(StatusCode::OK, &page(items, p), None).into())
+            let listing = Listing {
+                select: format!("select {COLUMNS} from api_keys k"),
+                alias: "k",
+                only: Some("k.revoked_at is null"),
+                by_environment: false,
+                from_row: |r| Ok(from_row(r)),
+            };
+            listing::list(&conn, &req, listing).await
         }
         (Method::GET, Some(id)) => {
             let id = parse_id("API key", id)?;

@@ -6,6 +6,7 @@ pub mod connector_types;
 pub mod connectors;
 pub mod environments;
 pub mod keys;
+pub mod listing;
 pub mod openapi;
 pub mod pipelines;
 

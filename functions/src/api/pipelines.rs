@@ -14,13 +14,12 @@ use serde_json::Value;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::listing::{self, Listing};
 use super::{Outcome, Req, check_name, connectors, method_not_allowed};
 use crate::app::{App, Ctx};
 use crate::auth::Action;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{
-    check_version, if_match, json_body, no_content, page, paging, parse_id, reply,
-};
+use crate::extract::{check_version, if_match, json_body, no_content, parse_id, reply};
 use crate::idempotency;
 use crate::store::Sql;
 
@@ -112,20 +111,14 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
 
 async fn list(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let ctx = Ctx::new(&app, &req.headers, Action::Read).await?;
-    let p = paging(&req.query)?;
-    let rows = ctx
-        .conn()
-        .await?
-        .q(
-            &format!("select {COLUMNS} from pipelines p where p.seq > $1 order by p.seq limit $2"),
-            &[&p.after, &(p.limit + 1)],
-        )
-        .await?;
-    let items = rows
-        .iter()
-        .map(|r| Ok((r.get::<_, i64>(11), from_row(r)?)))
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok(reply(StatusCode::OK, &page(items, p), None).into())
+    let listing = Listing {
+        select: format!("select {COLUMNS} from pipelines p"),
+        alias: "p",
+        only: None,
+        by_environment: true,
+        from_row,
+    };
+    listing::list(&ctx.conn().await?, &req, listing).await
 }
 
 async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
