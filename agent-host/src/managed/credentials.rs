@@ -30,13 +30,12 @@ fn path(opts: &Options) -> PathBuf {
 
 /// The stored credential if it is for this environment, else a new registration.
 pub async fn obtain(opts: &Options, client: &mut Client) -> Result<Credentials> {
-    if let Ok(text) = std::fs::read_to_string(path(opts)) {
-        if let Ok(c) = serde_json::from_str::<Credentials>(&text) {
-            if c.environment_id == opts.environment {
-                client.set_key(c.agent_key.clone());
-                return Ok(c);
-            }
-        }
+    if let Ok(text) = std::fs::read_to_string(path(opts))
+        && let Ok(c) = serde_json::from_str::<Credentials>(&text)
+        && c.environment_id == opts.environment
+    {
+        client.set_key(c.agent_key.clone());
+        return Ok(c);
     }
     register_again(opts, client).await
 }

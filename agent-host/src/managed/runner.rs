@@ -282,11 +282,11 @@ impl Runner {
             return;
         };
         let _ = r.stop.send(true);
-        if let Some(mut task) = r.task {
-            if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
-                tracing::warn!(pipeline = %id, "did not stop in time; aborting");
-                task.abort();
-            }
+        if let Some(mut task) = r.task
+            && tokio::time::timeout(STOP_GRACE, &mut task).await.is_err()
+        {
+            tracing::warn!(pipeline = %id, "did not stop in time; aborting");
+            task.abort();
         }
     }
 

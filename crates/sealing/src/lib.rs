@@ -231,11 +231,8 @@ mod tests {
         let sealed = public.seal(b"secret");
         let mut env: serde_json::Value = serde_json::from_str(&sealed).unwrap();
         let ct = env["ct"].as_str().unwrap().to_string();
-        let flipped = if ct.starts_with('A') {
-            format!("B{}", &ct[1..])
-        } else {
-            format!("A{}", &ct[1..])
-        };
+        let first = if ct.starts_with('A') { "B" } else { "A" };
+        let flipped = format!("{first}{}", &ct[1..]);
         env["ct"] = flipped.into();
         assert!(matches!(
             private.open(&env.to_string()),
