@@ -663,6 +663,10 @@ async fn target_loop(
                 for (table, n) in per_table {
                     progress.add_table_rows(table, n, copying);
                 }
+                // Snapshot batches all come before the first change batch.
+                if !copying {
+                    progress.end_snapshot();
+                }
                 progress.bytes_applied.fetch_add(size, Ordering::Relaxed);
                 buffer.release(seq).await?;
                 committed.send_replace(Some(position));

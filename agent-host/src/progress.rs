@@ -51,6 +51,14 @@ impl Progress {
         e.copying = copying;
     }
 
+    /// The initial copy is over (a change batch was committed): no table is copying.
+    pub fn end_snapshot(&self) {
+        let mut t = self.tables.lock().expect("progress lock");
+        for c in t.values_mut() {
+            c.copying = false;
+        }
+    }
+
     /// Rows committed per table.
     pub fn tables(&self) -> Vec<(String, TableCount)> {
         let t = self.tables.lock().expect("progress lock");
@@ -90,6 +98,41 @@ pub async fn report(name: String, progress: std::sync::Arc<Progress>, every: Dur
             progress.phase(),
             progress.lag_bytes.load(Ordering::Relaxed) / 1024,
             progress.buffer_bytes.load(Ordering::Relaxed) / 1024,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_stop_copying_when_changes_arrive() {
+        let p = Progress::default();
+        p.add_table_rows("public.a".into(), 10, true);
+        p.add_table_rows("public.b".into(), 5, true);
+        p.add_table_rows("public.a".into(), 2, false);
+        p.end_snapshot();
+        let t = p.tables();
+        assert_eq!(
+            t[0],
+            (
+                "public.a".into(),
+                TableCount {
+                    rows: 12,
+                    copying: false
+                }
+            )
+        );
+        assert_eq!(
+            t[1],
+            (
+                "public.b".into(),
+                TableCount {
+                    rows: 5,
+                    copying: false
+                }
+            )
         );
     }
 }
