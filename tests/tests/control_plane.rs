@@ -157,6 +157,48 @@ fn cli_to_rows_in_the_target() {
         difference(&src, &dst, "orders").is_none()
     });
 
+    // An agent killed mid-stream is restarted by local compute and resumes exactly.
+    let pids = std::process::Command::new("pgrep")
+        .args(["-f", &format!("culvert-agent agent .*{}", state.display())])
+        .output()
+        .unwrap();
+    let pids = String::from_utf8_lossy(&pids.stdout).to_string();
+    assert!(!pids.trim().is_empty(), "no agent process found");
+    src.sql(
+        "app",
+        "insert into orders select g, 'burst', 1 from generate_series(40000, 45000) g",
+    );
+    for pid in pids.split_whitespace() {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", pid])
+            .status();
+    }
+    src.sql(
+        "app",
+        "update orders set amount = amount + 1 where id between 40000 and 41000",
+    );
+    wait_until(120, "replication after the agent was killed", || {
+        difference(&src, &dst, "orders").is_none()
+    });
+
+    // More agents, then fewer: the pipeline moves off a retiring agent without loss.
+    assert_eq!(stack.culvert(&["env", "scale", "demo", "2"]).code, 0);
+    wait_until(60, "two healthy agents", || {
+        let a = stack.json(&["agent", "list"]);
+        a["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().filter(|i| i["health"] == "healthy").count() == 2)
+    });
+    assert_eq!(stack.culvert(&["env", "scale", "demo", "1"]).code, 0);
+    src.sql(
+        "app",
+        "insert into orders select g, 'after scale', 2 from generate_series(50000, 51000) g",
+    );
+    wait_until(120, "replication after scaling down", || {
+        difference(&src, &dst, "orders").is_none()
+            && stack.json(&["pipeline", "status", "orders"])["phase"] == "streaming"
+    });
+
     // `local down` loses nothing: after `up` the pipeline runs again from where it was.
     stack.restart();
     src.sql(
