@@ -212,7 +212,12 @@ async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
         match (v, secret) {
             (Value::Null, true) => kept.retain(|n| n != &k),
             (Value::Null, false) => {
-                config.remove(&k);
+                if config.remove(&k).is_none() {
+                    return Err(ApiError::field(
+                        &format!("/config/{k}"),
+                        "is not set on this connector, so it cannot be removed",
+                    ));
+                }
             }
             (Value::String(s), true) => {
                 kept.retain(|n| n != &k);
