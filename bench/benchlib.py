@@ -1,12 +1,15 @@
-"""Pieces shared by the benchmarks: errors, logging, a long-lived psql session, and
-the identity of the agent binary being measured."""
+"""Pieces shared by the benchmarks: errors, logging, signals, ports, process CPU, tables,
+a long-lived psql session, and the identity of the agent binary being measured."""
 
 import os
-import re
 import select
+import signal
+import socket
 import subprocess
 import threading
 import time
+
+CLK = os.sysconf("SC_CLK_TCK")
 
 
 class Broken(Exception):
@@ -23,6 +26,49 @@ def log(msg):
 
 def now():
     return time.monotonic()
+
+
+def catch_signals():
+    """Turn SIGTERM, SIGINT and SIGHUP into `Interrupted`, so cleanup runs."""
+
+    def on_signal(signum, _frame):
+        raise Interrupted(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+
+def free_port(taken=None):
+    """A free loopback port; with `taken`, also one not handed out before (and record it)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            p = s.getsockname()[1]
+        if taken is None:
+            return p
+        if p not in taken:
+            taken.add(p)
+            return p
+
+
+def read_stat(pid):
+    """(ppid, utime+stime, cutime+cstime) in seconds, or None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rindex(")") + 2:].split()
+    return int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK, (int(rest[13]) + int(rest[14])) / CLK
+
+
+def table(rows, cols):
+    """Print aligned columns; `cols` are (title, "<" or ">")."""
+    widths = [max(len(c[0]), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    print("  ".join(c[0].ljust(w) if c[1] == "<" else c[0].rjust(w) for c, w in zip(cols, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(v.ljust(w) if c[1] == "<" else v.rjust(w) for v, c, w in zip(r, cols, widths)))
 
 
 class Session:

@@ -46,9 +46,8 @@ import sys
 import time
 import urllib.request
 
-from benchlib import Broken, ClusterTools, Interrupted, agent_identity, log, now  # noqa: E402
+from benchlib import Broken, ClusterTools, Interrupted, agent_identity, catch_signals, free_port, log, now, read_stat, table  # noqa: E402
 
-CLK = os.sysconf("SC_CLK_TCK")
 
 
 class ServerGone(Broken):
@@ -59,21 +58,8 @@ P99_TARGET_MS = 20.0
 PG_SETTINGS = ["-c listen_addresses=127.0.0.1"]
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def cpu_of(pid):
-    """(ppid, own utime+stime, reaped children's cutime+cstime) in seconds, or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            s = f.read()
-    except OSError:
-        return None
-    rest = s[s.rindex(")") + 2:].split()
-    return int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK, (int(rest[13]) + int(rest[14])) / CLK
 
 
 def pct(sorted_values, p):
@@ -94,12 +80,6 @@ def fmt(v, spec=".2f", none="-"):
     return none if v is None else format(v, spec)
 
 
-def table(rows, cols):
-    widths = [max(len(c[0]), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    print("  ".join(c[0].ljust(w) if c[1] == "<" else c[0].rjust(w) for c, w in zip(cols, widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(v.ljust(w) if c[1] == "<" else v.rjust(w) for v, c, w in zip(r, cols, widths)))
 
 
 # ---------------------------------------------------------------- open-loop generator
@@ -369,11 +349,11 @@ class Runner(ClusterTools):
 
     def pg_cpu(self):
         """CPU seconds of the cluster: the postmaster, its live children, what it reaped."""
-        st = cpu_of(self.pg["pm"])
+        st = read_stat(self.pg["pm"])
         total = (st[1] + st[2]) if st else 0.0
         for entry in os.listdir("/proc"):
             if entry.isdigit():
-                s = cpu_of(entry)
+                s = read_stat(entry)
                 if s and s[0] == self.pg["pm"]:
                     total += s[1]
         return total
@@ -636,9 +616,9 @@ class Runner(ClusterTools):
 
     def measure(self, body):
         """body() with the CPU the handler, the cluster and this process's side used."""
-        h0, g0, c0, t0 = cpu_of(self.server.pid), self.pg_cpu(), os.times(), now()
+        h0, g0, c0, t0 = read_stat(self.server.pid), self.pg_cpu(), os.times(), now()
         res = body()
-        h1, g1, c1, t1 = cpu_of(self.server.pid), self.pg_cpu(), os.times(), now()
+        h1, g1, c1, t1 = read_stat(self.server.pid), self.pg_cpu(), os.times(), now()
         res["wall"] = t1 - t0
         res["handler_cpu"] = (h1[1] - h0[1]) if h0 and h1 else None
         res["pg_cpu"] = g1 - g0
@@ -873,12 +853,7 @@ def main():
         print("RUNS, RATE, DURATION and WRK_SECONDS must be at least 1", file=sys.stderr)
         return 2
 
-    def on_signal(signum, _frame):
-        raise Interrupted(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    catch_signals()
 
     r = Runner(args)
     status = 0

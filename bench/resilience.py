@@ -30,10 +30,8 @@ bound is reported as FAIL, not an error); 1 when something broke.
 import argparse
 import os
 import re
-import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,7 +39,7 @@ import threading
 import time
 import urllib.request
 
-from benchlib import Broken, ClusterTools, Interrupted, Session, agent_identity, log, now  # noqa: E402
+from benchlib import Broken, ClusterTools, Interrupted, Session, agent_identity, catch_signals, free_port, log, now  # noqa: E402
 
 PIPELINE = "bench"
 MARKER_BASE = 1_000_000_000_000  # marker ids; load rows use small ids
@@ -57,14 +55,6 @@ PG_SETTINGS = [
 ]
 
 
-def free_port(taken):
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            p = s.getsockname()[1]
-        if p not in taken:
-            taken.add(p)
-            return p
 
 
 def pct(values, q):
@@ -754,12 +744,7 @@ def main():
         print("ROWS must be >= 1000, RESTARTS >= 1, 1 <= LOAD_TPS <= 1000, SETTLE >= 0", file=sys.stderr)
         return 2
 
-    def on_signal(signum, _frame):
-        raise Interrupted(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    catch_signals()
 
     r = Runner(args)
     status = 0

@@ -21,19 +21,16 @@ targets are reported, not failures); 1 when something broke.
 import argparse
 import os
 import re
-import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 
-from benchlib import Broken, ClusterTools, Interrupted, Session, agent_identity, log, now  # noqa: E402
+from benchlib import Broken, ClusterTools, Interrupted, Session, agent_identity, catch_signals, free_port, log, now, read_stat, table  # noqa: E402
 
-CLK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 PIPELINE = "bench"
 POLL = 0.25
@@ -76,21 +73,8 @@ SELECT g,
 CHECKSUM_SQL = "SELECT count(*), coalesce(sum(hashtext(e::text)::bigint), 0) FROM events e"
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def read_stat(pid):
-    """(ppid, utime+stime, cutime+cstime) in seconds, or None if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            s = f.read()
-    except OSError:
-        return None
-    rest = s[s.rindex(")") + 2:].split()
-    return int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK, (int(rest[13]) + int(rest[14])) / CLK
 
 
 def proc_status(pid, key):
@@ -741,13 +725,6 @@ def fmt(v, spec, missing="-"):
     return missing if v is None else format(v, spec)
 
 
-def table(rows, cols):
-    widths = [max(len(c[0]), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    line = "  ".join(c[0].ljust(w) if c[1] == "<" else c[0].rjust(w) for c, w in zip(cols, widths))
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print("  ".join(v.ljust(w) if c[1] == "<" else v.rjust(w) for v, c, w in zip(r, cols, widths)))
 
 
 def window(samples, t_from, t_to, key):
@@ -998,12 +975,7 @@ def main():
         print("ROWS must be >= 1000 and 1 <= BURST <= ROWS", file=sys.stderr)
         return 2
 
-    def on_signal(signum, _frame):
-        raise Interrupted(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    catch_signals()
 
     r = Runner(args)
     r.src = r.tgt = None
