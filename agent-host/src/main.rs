@@ -115,6 +115,22 @@ fn engine(cache_dir: Option<PathBuf>) -> Result<ConnectorEngine> {
     ConnectorEngine::new(&dir)
 }
 
+/// Serve Prometheus metrics on `addr` in the background; an address that cannot be bound
+/// is an error now rather than a log line later.
+fn serve_metrics(metrics: &Metrics, addr: std::net::SocketAddr) -> Result<()> {
+    drop(
+        std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+    );
+    let m = metrics.clone();
+    tokio::spawn(async move {
+        if let Err(e) = metrics::serve(m, addr).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(())
+}
+
 async fn shutdown_signal(tx: watch::Sender<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -162,12 +178,7 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let metrics = Metrics::new();
             if let Some(addr) = metrics_addr {
-                let m = metrics.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = metrics::serve(m, addr).await {
-                        tracing::error!(error = %e, "metrics server stopped");
-                    }
-                });
+                serve_metrics(&metrics, addr)?;
             }
             let name = name.unwrap_or_else(|| {
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -225,15 +236,7 @@ async fn run(cli: Cli) -> Result<()> {
             let name = cfg.name.clone();
             let metrics = Metrics::new();
             if let Some(addr) = metrics_addr {
-                let m = metrics.clone();
-                let listener_check = std::net::TcpListener::bind(addr)
-                    .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-                drop(listener_check);
-                tokio::spawn(async move {
-                    if let Err(e) = metrics::serve(m, addr).await {
-                        tracing::error!(error = %e, "metrics server stopped");
-                    }
-                });
+                serve_metrics(&metrics, addr)?;
             }
             let sides = Arc::new(Sides::load(cfg, engine(cli.cache_dir)?, metrics.clone())?);
             let progress = Arc::new(Progress::default());

@@ -93,8 +93,11 @@ pub fn all() -> Vec<FunctionDef> {
         .collect()
 }
 
-fn host() -> Value {
-    serde_json::from_str(HOST_JSON).expect("host.json")
+/// `host.json`, parsed once.
+fn host() -> &'static Value {
+    static HOST: std::sync::LazyLock<Value> =
+        std::sync::LazyLock::new(|| serde_json::from_str(HOST_JSON).expect("host.json"));
+    &HOST
 }
 
 /// `extensions.http.routePrefix` (default `api`).

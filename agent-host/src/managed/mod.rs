@@ -59,10 +59,10 @@ pub async fn run(
         Some(path) => {
             let pem = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the sealing key {}", path.display()))?;
-            Some(
+            Some(std::sync::Arc::new(
                 OpeningKey::from_pem(&pem)
                     .with_context(|| format!("sealing key {}", path.display()))?,
-            )
+            ))
         }
     };
     let mut client = Client::new(&opts.control_plane, None);

@@ -47,7 +47,7 @@ pub struct Runner {
     engine: ConnectorEngine,
     metrics: Metrics,
     state_dir: PathBuf,
-    key: Option<OpeningKey>,
+    key: Option<Arc<OpeningKey>>,
     pipelines: HashMap<Uuid, Running>,
 }
 
@@ -116,7 +116,7 @@ impl Runner {
         engine: ConnectorEngine,
         metrics: Metrics,
         state_dir: PathBuf,
-        key: Option<OpeningKey>,
+        key: Option<Arc<OpeningKey>>,
     ) -> Runner {
         Runner {
             engine,
@@ -128,7 +128,7 @@ impl Runner {
     }
 
     /// The key that opens sealed secrets.
-    pub fn key(&self) -> Option<&OpeningKey> {
+    pub fn key(&self) -> Option<&Arc<OpeningKey>> {
         self.key.as_ref()
     }
 
@@ -213,7 +213,8 @@ impl Runner {
         let (stop, stop_rx) = watch::channel(false);
         let progress = Arc::new(Progress::default());
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let (cfg, task) = match assignment::pipeline_config(a, self.key.as_ref(), &self.state_dir) {
+        let (cfg, task) = match assignment::pipeline_config(a, self.key.as_deref(), &self.state_dir)
+        {
             Ok(cfg) => {
                 tracing::info!(pipeline = %a.name, epoch = a.epoch, "starting");
                 let task = tokio::spawn(supervise(

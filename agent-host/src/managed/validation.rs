@@ -22,7 +22,7 @@ pub struct Validations {
 async fn check(
     task: &ValidationTask,
     engine: ConnectorEngine,
-    key: Option<OpeningKey>,
+    key: Option<Arc<OpeningKey>>,
     dir: PathBuf,
 ) -> Vec<CheckOutcome> {
     let failed = |name: &str, message: String| {
@@ -32,7 +32,7 @@ async fn check(
             message,
         }]
     };
-    let cfg = match assignment::check_config(&task.connector, key.as_ref(), &dir) {
+    let cfg = match assignment::check_config(&task.connector, key.as_deref(), &dir) {
         Ok(c) => c,
         Err(e) => return failed("configuration", format!("{e:#}")),
     };
@@ -68,12 +68,11 @@ impl Validations {
         &mut self,
         task: ValidationTask,
         engine: &ConnectorEngine,
-        key: Option<&OpeningKey>,
+        key: Option<&Arc<OpeningKey>>,
     ) {
         let done = self.done.clone();
         let engine = engine.clone();
-        // The key is small; each validation gets its own copy so it can run on its own task.
-        let key = key.map(|k| OpeningKey::from_pem(&k.to_pem()).expect("own key re-parses"));
+        let key = key.cloned();
         let dir = self.state_dir.clone();
         tokio::spawn(async move {
             tracing::info!(validation = %task.validation_id, connector = %task.connector.connector_type, "validating");

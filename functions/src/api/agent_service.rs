@@ -227,25 +227,27 @@ pub async fn heartbeat(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         tx.commit().await?;
         if body.draining {
             scheduler::schedule(&mut conn, env, app.settings.lease).await?;
-            let reply_body = HeartbeatReply {
-                assignments: Vec::new(),
-                validations: Vec::new(),
-                heartbeat_seconds: app.settings.heartbeat.as_secs() as u32,
-                lease_seconds: app.settings.lease.as_secs() as u32,
-            };
-            return Ok(reply(StatusCode::OK, &reply_body, None).into());
+            return Ok(heartbeat_reply(&app, Vec::new(), Vec::new()));
         }
     }
     scheduler::schedule(&mut conn, env, app.settings.lease).await?;
     let assignments = assignments(&conn, agent).await?;
     let validations = claim_validations(&conn, agent, env).await?;
-    let reply_body = HeartbeatReply {
+    Ok(heartbeat_reply(&app, assignments, validations))
+}
+
+fn heartbeat_reply(
+    app: &App,
+    assignments: Vec<Assignment>,
+    validations: Vec<ValidationTask>,
+) -> Outcome {
+    let body = HeartbeatReply {
         assignments,
         validations,
         heartbeat_seconds: app.settings.heartbeat.as_secs() as u32,
         lease_seconds: app.settings.lease.as_secs() as u32,
     };
-    Ok(reply(StatusCode::OK, &reply_body, None).into())
+    reply(StatusCode::OK, &body, None).into()
 }
 
 /// `agent-reports`: validation results.
