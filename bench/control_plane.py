@@ -383,6 +383,10 @@ class Runner(ClusterTools):
         env = dict(self.env)
         env["CULVERT_CONTROL_STORE"] = f"host=127.0.0.1 port={self.pg['port']} user=postgres dbname=control"
         env["CULVERT_SEALING_PUBLIC_KEY"] = self.sealing_pub
+        # Configuration is sealed at rest; a local key file (created on first use) stands in
+        # for the Key Vault secret.
+        env["CULVERT_MASTER_KEY_FILE"] = os.path.join(self.work, "master-keys.json")
+        env.pop("CULVERT_MASTER_KEY_SECRET_URL", None)
         env.pop("CULVERT_LOG", None)
         # `local` environments need a compute provider; nothing here runs the provision job,
         # so it is never called (nothing listens there).

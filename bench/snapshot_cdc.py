@@ -20,73 +20,18 @@ targets are reported, not failures); 1 when something broke.
 
 import argparse
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 
-from benchlib import Broken, ClusterTools, Interrupted, Session, agent_identity, catch_signals, free_port, log, now, read_stat, table  # noqa: E402
+from benchlib import (MIB, POLL, SNAPSHOT_PG_SETTINGS, AgentTools, Broken, ClusterTools, Interrupted,  # noqa: E402
+                      Session, agent_identity, agent_log_findings, catch_signals, events_ddl, free_port, log, now,
+                      pipeline_toml, proc_status, read_stat, rows_select, table)
 
-MIB = 1024 * 1024
 PIPELINE = "bench"
-POLL = 0.25
-
-PG_SETTINGS = [
-    "-c listen_addresses=127.0.0.1",
-    "-c wal_level=logical",
-    "-c max_wal_senders=10",
-    "-c max_replication_slots=10",
-    "-c shared_buffers=256MB",
-    "-c max_wal_size=4GB",
-    "-c checkpoint_timeout=30min",
-]
-
-EVENTS_COLUMNS = (
-    "id bigint{pk}, account_id int, kind text, payload jsonb, amount numeric(12,2), created_at timestamptz"
-)
-
-
-def events_ddl(keyed):
-    return "CREATE TABLE events ({})".format(EVENTS_COLUMNS.format(pk=" PRIMARY KEY" if keyed else ""))
-
-
-def rows_select(lo, hi):
-    """SELECT producing rows lo..hi of events; the same ids always give the same rows."""
-    return f"""
-SELECT g,
-       ((g * 7919) % 100000)::int,
-       (ARRAY['click','view','purchase','refund','signup'])[(g % 5) + 1],
-       jsonb_build_object(
-           'channel', (ARRAY['web','ios','android','api'])[(g % 4) + 1],
-           'session', md5(g::text),
-           'items', (g % 7) + 1,
-           'tags', jsonb_build_array('t' || (g % 13), 't' || (g % 17))),
-       ((g * 31) % 1000000) / 100.0,
-       timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second'
-  FROM generate_series({lo}::bigint, {hi}::bigint) AS g"""
-
-
-CHECKSUM_SQL = "SELECT count(*), coalesce(sum(hashtext(e::text)::bigint), 0) FROM events e"
-
-
-
-
-
-
-def proc_status(pid, key):
-    """A kB field of /proc/PID/status in MiB (VmRSS, VmHWM), or None."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def proc_io(pid):
@@ -161,7 +106,7 @@ class ActivitySampler:
             sess.close()
 
 
-class Runner(ClusterTools):
+class Runner(ClusterTools, AgentTools):
     def __init__(self, args):
         self.args = args
         self.work = args.workdir
@@ -174,6 +119,7 @@ class Runner(ClusterTools):
             self.env.pop(k, None)
         self.env["PGCONNECT_TIMEOUT"] = "10"
         self.env["PGSSLMODE"] = "disable"
+        self.pg_settings = SNAPSHOT_PG_SETTINGS
         self.as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self.agent_logs = []
@@ -181,166 +127,14 @@ class Runner(ClusterTools):
         self.sampler = None
         self.load_before = os.getloadavg()
 
-    # ---------------------------------------------------------------- processes
-
-
-    def run(self, cmd, timeout, input=None, check=True, what=None, env=None):
-        try:
-            r = subprocess.run(cmd, env=env or self.env, input=input, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise Broken(f"{what or cmd[0]} did not finish within {timeout:.0f} s")
-        if check and r.returncode != 0:
-            raise Broken(f"{what or ' '.join(cmd[:3])} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
-        return r
-
-
-    def sql(self, port, db, text, timeout=None):
-        """Run statements (each in its own transaction); rows of the last result as lists."""
-        r = self.run(self.psql_cmd(port, db) + ["-f", "-"], timeout or self.args.timeout, input=text,
-                     what=f"psql on port {port}/{db}: {text.strip().splitlines()[0][:80]}")
-        return [line.split("|") for line in r.stdout.splitlines() if line != ""]
-
-    def one(self, port, db, text, timeout=None):
-        rows = self.sql(port, db, text, timeout)
-        return rows[-1][0] if rows else None
-
-    # ---------------------------------------------------------------- clusters
-
-    def init_cluster(self, name, port):
-        d = os.path.join(self.work, name)
-        os.makedirs(d)
-        logdir = os.path.join(self.work, "logs")
-        os.makedirs(logdir, exist_ok=True)
-        if self.as_pg:
-            shutil.chown(d, "postgres", "postgres")
-            shutil.chown(logdir, "postgres", "postgres")
-            os.chmod(logdir, 0o777)
-        self.run(self.as_pg + [os.path.join(self.pgbin, "initdb"), "-D", d, "-U", "postgres", "--auth=trust",
-                               "-E", "UTF8", "--locale=C"], 300, what=f"initdb {name}")
-        opts = " ".join(PG_SETTINGS + [f"-p {port}", f"-c unix_socket_directories={d}"])
-        self.run(self.as_pg + [os.path.join(self.pgbin, "pg_ctl"), "-D", d, "-l", os.path.join(logdir, f"{name}.log"),
-                               "-o", opts, "-w", "-t", "120", "start"], 180, what=f"start {name}")
-        with open(os.path.join(d, "postmaster.pid")) as f:
-            pm = int(f.readline())
-        return {"name": name, "dir": d, "port": port, "pm": pm}
-
-
-    def cluster_cpu(self, c):
-        """CPU seconds of a cluster: live children of the postmaster plus everything it reaped."""
-        total = 0.0
-        pm = read_stat(c["pm"])
-        if pm:
-            total += pm[1] + pm[2]
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            st = read_stat(entry)
-            if st and st[0] == c["pm"]:
-                total += st[1]
-        return total
-
-    def checkpoint(self):
-        for c in (self.src, self.tgt):
-            self.sql(c["port"], "postgres", "CHECKPOINT")
-
-    def fresh_db(self, name):
-        self.sql(self.tgt["port"], "postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        self.sql(self.tgt["port"], "postgres", f"CREATE DATABASE {name}")
-
-    def drop_db(self, name):
-        self.sql(self.tgt["port"], "postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-    def checksum(self, port, db):
-        n, h = self.sql(port, db, CHECKSUM_SQL)[0]
-        return int(n), int(h)
-
     # ---------------------------------------------------------------- agent
-
-    def metrics(self):
-        try:
-            with self.opener.open(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
-                text = r.read().decode()
-        except Exception:
-            return None
-        out = {}
-        for line in text.splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)", line)
-            if not m:
-                continue
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
-            key = (m.group(1), labels.get("stage", ""))
-            try:
-                out[key] = out.get(key, 0.0) + float(m.group(4))
-            except ValueError:
-                pass
-        return out
 
     def pipeline_file(self, db):
         path = os.path.join(self.work, "pipeline.toml")
         with open(path, "w") as f:
-            f.write(f"""name = "{PIPELINE}"
-batch_rows = 50000
-
-[source]
-connector = "postgres-source"
-host = "127.0.0.1"
-port = {self.src['port']}
-user = "postgres"
-database = "app"
-tables = ["public.events"]
-sslmode = "disable"
-snapshot_workers = 2
-
-[target]
-connector = "postgres-target"
-host = "127.0.0.1"
-port = {self.tgt['port']}
-user = "postgres"
-database = "{db}"
-sslmode = "disable"
-
-[buffer]
-url = "file://{self.buffer_dir}"
-max_bytes = {self.args.buffer_bytes}
-""")
+            f.write(pipeline_toml(PIPELINE, self.src["port"], self.tgt["port"], db,
+                                  {"url": f"file://{self.buffer_dir}", "max_bytes": self.args.buffer_bytes}))
         return path
-
-    def agent_env(self):
-        env = dict(self.env)
-        env["CULVERT_CACHE_DIR"] = os.path.join(self.work, "component-cache")
-        return env
-
-    def start_agent(self, tag):
-        logpath = os.path.join(self.work, "logs", f"agent-{tag}.log")
-        self.agent_logs.append(logpath)
-        logf = open(logpath, "w")
-        p = self.popen([self.args.agent, "run", "--pipeline", self.pipeline_path,
-                        "--metrics-addr", f"127.0.0.1:{self.metrics_port}", "--progress-every", "0"],
-                       env=self.agent_env(), stdout=logf, stderr=subprocess.STDOUT)
-        logf.close()
-        return p, logpath
-
-    def stop_agent(self, p, what):
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=30)
-                self.problems.append(f"{what}: agent did not stop within 60 s of SIGTERM (killed)")
-                return
-        if p.returncode != 0:
-            self.problems.append(f"{what}: agent exited with status {p.returncode} after SIGTERM")
-
-    def tail(self, path, n=15):
-        try:
-            with open(path, errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
 
     def sample(self, pid):
         st = read_stat(pid) if pid else None
@@ -373,14 +167,7 @@ max_bytes = {self.args.buffer_bytes}
         self.tgt = self.init_cluster("target", tp)
         self.sql(sp, "postgres", "CREATE DATABASE app")
         log(f"generating {a.rows} rows")
-        t = now()
-        self.sql(sp, "app", events_ddl(False) + ";\n"
-                 + "ALTER TABLE events SET (autovacuum_enabled = false);\n"
-                 + f"INSERT INTO events {rows_select(1, a.rows)};\n"
-                 + "ALTER TABLE events ADD PRIMARY KEY (id);\n"
-                 + "ALTER TABLE events RESET (autovacuum_enabled);\n"
-                 + "VACUUM (FREEZE, ANALYZE) events;\n")
-        self.gen_seconds = now() - t
+        self.gen_seconds = self.generate_events(sp, "app", a.rows)
         self.size_total = int(self.one(sp, "app", "SELECT pg_total_relation_size('events')"))
         self.size_heap = int(self.one(sp, "app", "SELECT pg_table_size('events')"))
         self.source_sum = self.checksum(sp, "app")
@@ -504,26 +291,6 @@ max_bytes = {self.args.buffer_bytes}
         self.drop_db("pgcopydb_t")
         return res
 
-    def watch_agent(self, p, logpath, done, what, samples):
-        """Sample every POLL s until done(sample) returns a truthy value; returns it."""
-        deadline = now() + self.args.timeout
-        while True:
-            t = now()
-            if p.poll() is not None:
-                raise Broken(f"{what}: agent exited with status {p.returncode}:\n{self.tail(logpath)}")
-            s = self.sample(p.pid)
-            samples.append(s)
-            r = done(s)
-            if r:
-                return r
-            if t > deadline:
-                raise Broken(f"{what}: not finished within {self.args.timeout} s:\n{self.tail(logpath)}")
-            time.sleep(max(0.0, POLL - (now() - t)))
-
-    def position_kind(self, probe):
-        rows = probe.query(f"SELECT get_byte(position, 0) FROM _culvert.positions WHERE pipeline = '{PIPELINE}'")
-        return int(rows[0][0]) if rows else None
-
     def snapshot_culvert(self):
         a = self.args
         self.fresh_db("culvert")
@@ -531,12 +298,7 @@ max_bytes = {self.args.buffer_bytes}
         os.makedirs(self.buffer_dir)
         self.pipeline_path = self.pipeline_file("culvert")
         # Compile the components once, outside the measurement (a deployed agent has a warm cache).
-        t = now()
-        r = self.run([a.agent, "check", "--pipeline", self.pipeline_path], 600, check=False, what="culvert-agent check",
-                     env=self.agent_env())
-        self.compile_seconds = now() - t
-        if r.returncode != 0:
-            raise Broken(f"culvert-agent check failed:\n{r.stdout}{r.stderr}")
+        self.compile_seconds = self.compile_components(self.pipeline_path)
         log(f"culvert-agent check ok ({self.compile_seconds:.1f} s including component compilation)")
         samples = []
         marks = {}
@@ -565,7 +327,7 @@ max_bytes = {self.args.buffer_bytes}
             deadline = now() + 120
             probe = Session(self, self.tgt["port"], "culvert")
             try:
-                while self.position_kind(probe) != 1:
+                while self.position_kind(probe, PIPELINE) != 1:
                     if p.poll() is not None or now() > deadline:
                         raise Broken(f"culvert did not switch to streaming after its snapshot:\n{self.tail(logpath)}")
                     time.sleep(POLL)
@@ -945,20 +707,6 @@ def report(r, snap, cdc):
         print(note)
 
 
-def agent_log_findings(r):
-    out = []
-    for path in r.agent_logs:
-        try:
-            with open(path, errors="replace") as f:
-                lines = f.readlines()
-        except OSError:
-            continue
-        bad = [ln.rstrip() for ln in lines if re.search(r"\b(WARN|ERROR|error|panicked)\b", ln)]
-        if bad:
-            out.append(f"{os.path.basename(path)}: {len(bad)} warning/error lines, first: " + " | ".join(bad[:3]))
-    return out
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", required=True)
@@ -998,18 +746,7 @@ def main():
         print(f"\ninterrupted ({e}); cleaning up", file=sys.stderr, flush=True)
         status = 130
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for p in r.procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-        for c in (r.src, r.tgt):
-            if c:
-                r.stop_cluster(c)
+        r.shut_down()
     if status == 0 and r.problems:
         status = 1
     if r.problems:

@@ -23,10 +23,69 @@ pub struct ConnectorSection {
 /// Where and how much to buffer.
 #[derive(Debug, Clone)]
 pub struct BufferConfig {
-    /// `file:///path`.
+    /// `file:///path`, `https://ACCOUNT.blob.core.windows.net/CONTAINER/prefix`, or the
+    /// emulator's `http://127.0.0.1:PORT/devstoreaccount1/CONTAINER/prefix`.
     pub url: String,
     /// Bytes the buffer may hold before the source waits.
     pub max_bytes: u64,
+    /// The key-encryption key of segment data keys: `file:///abs/keyring.json` or a Key
+    /// Vault key URL. `None`: a keyring next to a directory buffer (blob buffers need one).
+    pub key: Option<String>,
+    /// Segments encrypted under one data key before a fresh one is made.
+    pub segments_per_key: u64,
+}
+
+/// Data keys are replaced after this many segments unless `segments_per_key` says otherwise.
+pub const DEFAULT_SEGMENTS_PER_KEY: u64 = 256;
+
+/// Whether a buffer URL names blob storage rather than a local directory.
+fn is_blob_url(url: &str) -> bool {
+    url.starts_with("https://") || url.starts_with("http://")
+}
+
+/// Check the form of `buffer.key`; the key itself is opened when the buffer is.
+fn check_key(key: &str) -> Result<()> {
+    let parsed = url::Url::parse(key).map_err(|e| {
+        anyhow::anyhow!(
+            "`buffer.key` `{key}` is not a URL ({e}); use file:///absolute/keyring.json or https://VAULT.vault.azure.net/keys/NAME"
+        )
+    })?;
+    match parsed.scheme() {
+        "file" => {
+            parsed.to_file_path().map_err(|_| {
+                anyhow::anyhow!("`buffer.key` `{key}` is not an absolute file:// path")
+            })?;
+        }
+        "https" | "http" => {
+            let segments: Vec<&str> = parsed
+                .path_segments()
+                .map(|s| s.filter(|p| !p.is_empty()).collect())
+                .unwrap_or_default();
+            match segments.as_slice() {
+                ["keys", _] => {}
+                ["keys", _, _] => bail!(
+                    "`buffer.key` `{key}` names a key version; name the key without one so a rotation takes effect"
+                ),
+                _ => bail!(
+                    "`buffer.key` `{key}` is not a Key Vault key URL; expected https://VAULT.vault.azure.net/keys/NAME"
+                ),
+            }
+            let loopback = matches!(
+                parsed.host(),
+                Some(url::Host::Ipv4(ip)) if ip.is_loopback()
+            ) || matches!(parsed.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+                || parsed.host_str() == Some("localhost");
+            if parsed.scheme() == "http" && !loopback {
+                bail!(
+                    "`buffer.key` `{key}` must use https (http is only for a local stand-in on 127.0.0.1)"
+                );
+            }
+        }
+        other => bail!(
+            "`buffer.key` scheme `{other}` is not supported; use file:///absolute/keyring.json or https://VAULT.vault.azure.net/keys/NAME"
+        ),
+    }
+    Ok(())
 }
 
 /// A pipeline.
@@ -168,10 +227,33 @@ impl PipelineConfig {
                     Some(toml::Value::Integer(n)) if n >= 1 << 20 => n as u64,
                     Some(_) => bail!("`buffer.max_bytes` must be an integer of at least 1048576"),
                 };
-                if let Some(k) = b.keys().next() {
-                    bail!("unknown key `buffer.{k}`");
+                let key = take_str(&mut b, "key", "buffer")?;
+                if let Some(key) = &key {
+                    check_key(key)?;
+                } else if is_blob_url(&url) {
+                    bail!(
+                        "`buffer.key` is required for a blob storage buffer: segments are encrypted before they leave the agent; \
+                         set key = \"https://VAULT.vault.azure.net/keys/NAME\" (or file:///absolute/keyring.json)"
+                    );
                 }
-                BufferConfig { url, max_bytes }
+                let segments_per_key = match b.remove("segments_per_key") {
+                    None => DEFAULT_SEGMENTS_PER_KEY,
+                    Some(toml::Value::Integer(n)) if (1..=1_000_000).contains(&n) => n as u64,
+                    Some(_) => {
+                        bail!("`buffer.segments_per_key` must be an integer between 1 and 1000000")
+                    }
+                };
+                if let Some(k) = b.keys().next() {
+                    bail!(
+                        "unknown key `buffer.{k}`; expected url, max_bytes, key, segments_per_key"
+                    );
+                }
+                BufferConfig {
+                    url,
+                    max_bytes,
+                    key,
+                    segments_per_key,
+                }
             }
             Some(_) => bail!("`buffer` must be a table"),
             None => bail!("missing [buffer] section with url = \"file:///...\""),
@@ -243,5 +325,47 @@ url = "file:///tmp/x"
         assert!(e.to_string().contains("[buffer]"), "{e}");
         let e = PipelineConfig::parse(&format!("extra = 1\n{GOOD}")).unwrap_err();
         assert!(e.to_string().contains("unknown key `extra`"), "{e}");
+    }
+
+    fn with_buffer(buffer: &str) -> Result<PipelineConfig> {
+        PipelineConfig::parse(&GOOD.replace("[buffer]\nurl = \"file:///tmp/x\"", buffer))
+    }
+
+    #[test]
+    fn buffer_key_and_rotation() {
+        let c = PipelineConfig::parse(GOOD).unwrap();
+        assert_eq!(c.buffer.key, None);
+        assert_eq!(c.buffer.segments_per_key, DEFAULT_SEGMENTS_PER_KEY);
+        let c = with_buffer(
+            "[buffer]\nurl = \"https://acct.blob.core.windows.net/c/orders\"\n\
+             key = \"https://v.vault.azure.net/keys/buffer\"\nsegments_per_key = 16",
+        )
+        .unwrap();
+        assert_eq!(
+            c.buffer.key.as_deref(),
+            Some("https://v.vault.azure.net/keys/buffer")
+        );
+        assert_eq!(c.buffer.segments_per_key, 16);
+        with_buffer("[buffer]\nurl = \"file:///tmp/x\"\nkey = \"file:///etc/culvert/ring.json\"")
+            .unwrap();
+        with_buffer("[buffer]\nurl = \"file:///tmp/x\"\nkey = \"http://127.0.0.1:8200/keys/k\"")
+            .unwrap();
+
+        let e =
+            with_buffer("[buffer]\nurl = \"https://acct.blob.core.windows.net/c/p\"").unwrap_err();
+        assert!(e.to_string().contains("`buffer.key` is required"), "{e}");
+        let e =
+            with_buffer("[buffer]\nurl = \"file:///tmp/x\"\nkey = \"http://vault.example/keys/k\"")
+                .unwrap_err();
+        assert!(e.to_string().contains("must use https"), "{e}");
+        let e = with_buffer(
+            "[buffer]\nurl = \"file:///tmp/x\"\nkey = \"https://v.vault.azure.net/secrets/k\"",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not a Key Vault key URL"), "{e}");
+        let e = with_buffer("[buffer]\nurl = \"file:///tmp/x\"\nsegments_per_key = 0").unwrap_err();
+        assert!(e.to_string().contains("segments_per_key"), "{e}");
+        let e = with_buffer("[buffer]\nurl = \"file:///tmp/x\"\nkeys = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("unknown key `buffer.keys`"), "{e}");
     }
 }

@@ -76,8 +76,17 @@ enum Command {
         #[arg(long)]
         state_dir: PathBuf,
         /// PEM private key that opens connector secrets sealed for this environment.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "key_vault")]
         sealing_key: Option<PathBuf>,
+        /// The environment's Key Vault URL (https://NAME.vault.azure.net): opens connector
+        /// secrets and wraps buffer keys with this agent's identity (CULVERT_AZURE_CREDENTIAL,
+        /// CULVERT_AZURE_CLIENT_ID; a managed identity by default).
+        #[arg(long, env = "CULVERT_KEY_VAULT")]
+        key_vault: Option<String>,
+        /// Base URL of the pipelines' buffers, e.g. https://ACCOUNT.blob.core.windows.net/culvert-buffer
+        /// (default: the state directory).
+        #[arg(long, env = "CULVERT_BUFFER_URL")]
+        buffer_url: Option<String>,
         /// Name shown in the control plane (default: the host name).
         #[arg(long)]
         name: Option<String>,
@@ -95,7 +104,7 @@ enum Command {
 
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CULVERT_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn,typespec_client_core=warn,azure_core=warn")
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -173,6 +182,8 @@ async fn run(cli: Cli) -> Result<()> {
             token_file,
             state_dir,
             sealing_key,
+            key_vault,
+            buffer_url,
             name,
             metrics_addr,
         } => {
@@ -191,6 +202,8 @@ async fn run(cli: Cli) -> Result<()> {
                 token_file,
                 state_dir,
                 sealing_key,
+                key_vault,
+                buffer_url,
                 name,
             };
             let (tx, rx) = watch::channel(false);

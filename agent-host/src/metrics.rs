@@ -62,6 +62,10 @@ pub struct Metrics {
     pub connector_counters: Family<ConnectorLabels, Counter>,
     /// Gauges reported by connectors.
     pub connector_gauges: Family<ConnectorLabels, Gauge<f64, AtomicU64>>,
+    /// 1 while the buffer's storage or key service is unreachable and calls are being retried.
+    pub buffer_unavailable: Family<PipelineLabels, Gauge>,
+    /// Buffer storage or key calls retried after a transient fault.
+    pub buffer_retries: Family<PipelineLabels, Counter>,
 }
 
 impl Metrics {
@@ -81,6 +85,8 @@ impl Metrics {
             errors: Family::default(),
             connector_counters: Family::default(),
             connector_gauges: Family::default(),
+            buffer_unavailable: Family::default(),
+            buffer_retries: Family::default(),
         };
         registry.register(
             "rows",
@@ -129,6 +135,16 @@ impl Metrics {
             "Gauges reported by connectors",
             m.connector_gauges.clone(),
         );
+        registry.register(
+            "buffer_unavailable",
+            "1 while the buffer's storage or key service fails transiently and calls are retried",
+            m.buffer_unavailable.clone(),
+        );
+        registry.register(
+            "buffer_retries",
+            "Buffer storage or key calls retried after a transient fault",
+            m.buffer_retries.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             ..m
@@ -140,6 +156,18 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The buffer series of one pipeline, for the buffer to update as faults come and go
+    /// (an append stuck in retries has nobody else to report it).
+    pub fn buffer(&self, pipeline: &str) -> BufferMetrics {
+        let labels = PipelineLabels {
+            pipeline: pipeline.to_string(),
+        };
+        BufferMetrics {
+            unavailable: self.buffer_unavailable.get_or_create(&labels).clone(),
+            retries: self.buffer_retries.get_or_create(&labels).clone(),
+        }
     }
 
     /// A handle for one connector instance.
@@ -156,6 +184,15 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
+}
+
+/// The buffer series of one pipeline; the default is detached from any registry.
+#[derive(Clone, Debug, Default)]
+pub struct BufferMetrics {
+    /// `culvert_buffer_unavailable`: 1 while retrying, else 0.
+    pub unavailable: Gauge,
+    /// `culvert_buffer_retries_total`.
+    pub retries: Counter,
 }
 
 /// Metrics a connector instance may write through its host imports.
@@ -238,4 +275,26 @@ pub async fn serve(metrics: Metrics, addr: std::net::SocketAddr) -> anyhow::Resu
         .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_series_are_exported() {
+        let m = Metrics::new();
+        let b = m.buffer("orders");
+        b.unavailable.set(1);
+        b.retries.inc_by(3);
+        let text = m.render();
+        assert!(
+            text.contains("culvert_buffer_unavailable{pipeline=\"orders\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("culvert_buffer_retries_total{pipeline=\"orders\"} 3"),
+            "{text}"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use wasmtime::component::{Component, ResourceAny};
 
 use crate::batch::{Batch, Kind};
 use crate::bindings::{destination, source};
-use crate::buffer::{Buffer, SegmentStore};
+use crate::buffer::Buffer;
 use crate::config::{ConnectorSection, PipelineConfig};
 use crate::connectors;
 use crate::egress::Egress;
@@ -405,7 +405,7 @@ pub async fn run(
     let cfg = sides.cfg.clone();
     let mut target = sides.open_target().await.map_err(|e| anyhow!(e.message))?;
     let committed = target.committed().await.map_err(|e| anyhow!(e.message))?;
-    let buffer = Buffer::new(SegmentStore::open(&cfg.buffer.url)?, cfg.buffer.max_bytes);
+    let buffer = Buffer::open(&cfg.buffer, metrics.buffer(&cfg.name))?;
     let recovered = buffer
         .recover(committed.as_deref())
         .await

@@ -4,13 +4,16 @@ use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use culvert_sealing::SealingKey;
+
+use crate::env_keys::EnvironmentKeys;
 use tokio::sync::OnceCell;
 
 use crate::auth::{self, Action, Principal};
 use crate::compute::LocalCompute;
 use crate::error::{ApiError, ApiResult};
+use crate::master_keys::MasterKeys;
 use crate::settings::{ComputeSetting, Settings};
-use crate::store::Store;
+use crate::store::{Store, at_rest};
 
 /// State shared by every request.
 pub struct App {
@@ -18,10 +21,12 @@ pub struct App {
     pub store: Store,
     /// App settings.
     pub settings: Settings,
-    /// Seals connector secrets of `local` environments.
-    pub local_sealing: Option<SealingKey>,
+    /// The keys connector secrets are sealed with, per environment.
+    pub env_keys: EnvironmentKeys,
     /// Starts agents of `local` environments.
     pub local_compute: Option<LocalCompute>,
+    /// The master keys configuration is sealed with at rest.
+    pub master_keys: MasterKeys,
     migrated: OnceCell<()>,
 }
 
@@ -35,6 +40,10 @@ impl App {
             .map(SealingKey::from_pem)
             .transpose()
             .map_err(|e| anyhow::anyhow!("CULVERT_SEALING_PUBLIC_KEY: {e}"))?;
+        let identity = culvert_azure::identity::CredentialSource::from_env()?;
+        let master_keys = MasterKeys::new(settings.master_key()?, identity.clone())?;
+        let env_keys =
+            EnvironmentKeys::new(settings.local_key_vault.clone(), local_sealing, identity);
         let local_compute = match &settings.compute {
             ComputeSetting::Local(url) => Some(LocalCompute::new(url.clone())),
             ComputeSetting::None => None,
@@ -42,13 +51,15 @@ impl App {
         Ok(Arc::new(App {
             store,
             settings,
-            local_sealing,
+            env_keys,
             local_compute,
+            master_keys,
             migrated: OnceCell::new(),
         }))
     }
 
-    /// The store, once migrations have been applied (the first caller applies them).
+    /// The store, once migrations have been applied and no configuration is left in plaintext
+    /// (the first caller does both; a failure is a 503 and the next request tries again).
     pub async fn store(&self) -> ApiResult<&Store> {
         self.migrated
             .get_or_try_init(|| async {
@@ -57,12 +68,28 @@ impl App {
                         if !applied.is_empty() {
                             tracing::info!(?applied, "control store migrated");
                         }
-                        Ok(())
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "control store migration");
-                        Err(ApiError::Unavailable(
+                        return Err(ApiError::Unavailable(
                             "the control store is not reachable or not migrated yet; retry in a moment".into(),
+                        ));
+                    }
+                }
+                let keys = self.master_keys.current().await.map_err(|e| {
+                    tracing::error!(source = %self.master_keys.describe(), error = %e, "master keys");
+                    ApiError::from(e)
+                })?;
+                match at_rest::seal_plaintext(&self.store, &keys).await {
+                    Ok(0) => Ok(()),
+                    Ok(n) => {
+                        tracing::info!(rows = n, version = keys.current(), "plaintext configuration sealed; plaintext columns dropped");
+                        Ok(())
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "sealing plaintext configuration");
+                        Err(ApiError::Unavailable(
+                            "the control store's configuration is being sealed; retry in a moment".into(),
                         ))
                     }
                 }

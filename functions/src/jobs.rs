@@ -69,7 +69,7 @@ pub async fn provision(
         }
         return Ok(format!("agents of environment {env_id} stopped"));
     }
-    let env = match environments::load(&conn, env_id).await {
+    let env = match environments::load(&conn, &app.master_keys, env_id).await {
         Ok(env) => env,
         Err(ApiError::NotFound(_)) => return Ok(format!("environment {env_id} no longer exists")),
         Err(e) => return Err(e.into()),

@@ -40,6 +40,16 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Add a new master key version and re-encrypt all sealed configuration under it.
+    ///
+    /// Safe to run again after a crash part-way: every value stays readable meanwhile, and rows
+    /// already under the new version are skipped. With a Key Vault secret this sets a new
+    /// secret version, which needs the `set` secret permission.
+    RotateMasterKey {
+        /// Add no version: finish an interrupted rotation by re-encrypting under the current one.
+        #[arg(long)]
+        no_new_version: bool,
+    },
 }
 
 fn port() -> Result<u16> {
@@ -52,6 +62,8 @@ fn port() -> Result<u16> {
 
 async fn serve() -> Result<()> {
     let settings = Settings::from_env()?;
+    // Refused here, not on the first request: a handler without master keys can answer nothing.
+    settings.master_key()?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port()?));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -106,7 +118,33 @@ async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::RotateMasterKey { no_new_version } => rotate_master_key(no_new_version).await,
     }
+}
+
+async fn rotate_master_key(no_new_version: bool) -> Result<()> {
+    let settings = Settings::from_env()?;
+    settings.master_key()?;
+    let app = App::new(settings)?;
+    let keys = &app.master_keys;
+    // The version first: a vault secret without one (a new install) gets its first here.
+    let version = if no_new_version {
+        keys.reload().await?.current().to_string()
+    } else {
+        keys.add_version().await?
+    };
+    // Migrations and the sealing of any plaintext left, as for a request.
+    app.store().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let counts = culvert_functions::store::at_rest::reencrypt(&app.store, keys, &version).await?;
+    println!(
+        "re-encrypted {} row(s) under master key version {version} ({} connector(s), {} environment(s), {} idempotency record(s)) from the {}",
+        counts.total(),
+        counts.connectors,
+        counts.environments,
+        counts.idempotency_keys,
+        keys.describe()
+    );
+    Ok(())
 }
 
 fn write_private(path: &PathBuf, text: &str) -> Result<()> {
@@ -125,8 +163,9 @@ fn write_private(path: &PathBuf, text: &str) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CULVERT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CULVERT_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,typespec_client_core=warn,azure_core=warn")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,6 +1,12 @@
 //! App settings: Azure passes them to the handler as environment variables.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// Setting naming the Key Vault secret whose versions are the master keys.
+pub const MASTER_KEY_SECRET_VAR: &str = "CULVERT_MASTER_KEY_SECRET_URL";
+/// Setting naming a local master key file (development and tests).
+pub const MASTER_KEY_FILE_VAR: &str = "CULVERT_MASTER_KEY_FILE";
 
 /// Why the settings are unusable.
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +17,21 @@ pub enum SettingsError {
     /// A setting has a bad value.
     #[error("app setting {0} is invalid: {1}")]
     Invalid(&'static str, String),
+    /// Neither master key setting is set.
+    #[error(
+        "app settings {MASTER_KEY_SECRET_VAR} and {MASTER_KEY_FILE_VAR} are both unset; set {MASTER_KEY_SECRET_VAR} to the Key Vault secret holding the master keys that seal configuration at rest (https://VAULT.vault.azure.net/secrets/NAME), or {MASTER_KEY_FILE_VAR} to a local key file for development"
+    )]
+    NoMasterKey,
+}
+
+/// Where the master keys that seal configuration at rest come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeySetting {
+    /// `CULVERT_MASTER_KEY_SECRET_URL`: every enabled version of a Key Vault secret, read with
+    /// the control plane's identity.
+    Vault(String),
+    /// `CULVERT_MASTER_KEY_FILE`: a local file, created with one key when missing.
+    File(PathBuf),
 }
 
 /// Where agents of `local` environments are started.
@@ -32,12 +53,17 @@ pub struct Settings {
     /// `CULVERT_SEALING_PUBLIC_KEY`: PEM of the public key connector secrets are sealed with
     /// for `local` environments.
     pub local_sealing_key: Option<String>,
+    /// Base URL of the Key Vault (or local stand-in) that seals `local` environments' secrets.
+    pub local_key_vault: Option<String>,
     /// `CULVERT_LOCAL_COMPUTE_URL`: the local compute provider.
     pub compute: ComputeSetting,
     /// `CULVERT_HEARTBEAT_SECONDS` (default 5).
     pub heartbeat: Duration,
     /// `CULVERT_LEASE_SECONDS` (default 20): a pipeline's lease without renewal.
     pub lease: Duration,
+    /// `CULVERT_MASTER_KEY_SECRET_URL` or `CULVERT_MASTER_KEY_FILE`; commands that never touch
+    /// configuration (migrate, create-admin-key) run without.
+    pub master_key: Option<MasterKeySetting>,
 }
 
 fn seconds(name: &'static str, default: u64) -> Result<Duration, SettingsError> {
@@ -57,7 +83,31 @@ fn seconds(name: &'static str, default: u64) -> Result<Duration, SettingsError> 
     }
 }
 
+fn master_key() -> Result<Option<MasterKeySetting>, SettingsError> {
+    let var = |name| {
+        std::env::var(name)
+            .ok()
+            .filter(|v: &String| !v.trim().is_empty())
+    };
+    match (var(MASTER_KEY_SECRET_VAR), var(MASTER_KEY_FILE_VAR)) {
+        (Some(_), Some(_)) => Err(SettingsError::Invalid(
+            MASTER_KEY_FILE_VAR,
+            format!(
+                "set only one of {MASTER_KEY_SECRET_VAR} (Azure) and {MASTER_KEY_FILE_VAR} (development)"
+            ),
+        )),
+        (Some(url), None) => Ok(Some(MasterKeySetting::Vault(url.trim().to_string()))),
+        (None, Some(path)) => Ok(Some(MasterKeySetting::File(PathBuf::from(path)))),
+        (None, None) => Ok(None),
+    }
+}
+
 impl Settings {
+    /// The master key setting, for the commands that seal or open configuration.
+    pub fn master_key(&self) -> Result<&MasterKeySetting, SettingsError> {
+        self.master_key.as_ref().ok_or(SettingsError::NoMasterKey)
+    }
+
     /// Read the settings from the environment.
     pub fn from_env() -> Result<Settings, SettingsError> {
         let control_store = std::env::var("CULVERT_CONTROL_STORE").map_err(|_| {
@@ -78,6 +128,9 @@ impl Settings {
                 )
             })?),
         };
+        let local_key_vault = std::env::var("CULVERT_LOCAL_KEY_VAULT_URL")
+            .ok()
+            .filter(|v| !v.is_empty());
         let compute = match std::env::var("CULVERT_LOCAL_COMPUTE_URL") {
             Ok(u) if !u.is_empty() => ComputeSetting::Local(u.trim_end_matches('/').to_string()),
             _ => ComputeSetting::None,
@@ -90,13 +143,16 @@ impl Settings {
                 "must be at least twice CULVERT_HEARTBEAT_SECONDS so one lost heartbeat does not move pipelines".into(),
             ));
         }
+        let master_key = master_key()?;
         Ok(Settings {
             control_store,
             public_url,
             local_sealing_key,
+            local_key_vault,
             compute,
             heartbeat,
             lease,
+            master_key,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! and the real `culvert-agent` binary.
 
 pub mod agent;
+pub mod azure;
 pub mod cluster;
 pub mod stack;
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::agent::binary;
-use crate::cluster::free_port;
+use crate::cluster::{Cluster, free_port};
 
 /// A running local stack.
 pub struct Stack {
@@ -87,6 +87,42 @@ impl Stack {
         let r = self.culvert(&all);
         assert_eq!(r.code, 0, "culvert {args:?} failed: {}", r.stderr);
         r.json()
+    }
+
+    /// A local environment `demo`, connectors `{name}-src` (database `app` on `src`) and
+    /// `{name}-dst` (database `replica` on `dst`) with `password` sealed, and pipeline `name`
+    /// over `public.*`, deployed.
+    pub fn pipeline_between(&self, name: &str, src: &Cluster, dst: &Cluster, password: &str) {
+        if self.culvert(&["env", "get", "demo"]).code != 0 {
+            self.json(&["env", "create", "demo", "--local"]);
+        }
+        let r = self.culvert(&["env", "wait", "demo", "--state", "ready", "--timeout", "120"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        for (side, ty, port, db) in [
+            ("src", "postgres-source", src.port, "app"),
+            ("dst", "postgres-target", dst.port, "replica"),
+        ] {
+            let (connector, port, database) = (
+                format!("{name}-{side}"),
+                format!("port={port}"),
+                format!("database={db}"),
+            );
+            let args = [
+                "connector", "create", &connector, "--env", "demo", "--type", ty, "--set",
+                "host=127.0.0.1", "--set", &port, "--set", "user=postgres", "--set", &database,
+                "--set", "sslmode=disable", "--secret-env", "password=CULVERT_TEST_PW",
+            ];
+            let r = self.culvert_env(&args, &[("CULVERT_TEST_PW", password)]);
+            assert_eq!(r.code, 0, "{}", r.stderr);
+        }
+        let (source, target) = (format!("{name}-src"), format!("{name}-dst"));
+        let r = self.culvert(&[
+            "pipeline", "create", name, "--source", &source, "--target", &target, "--tables",
+            "public.*",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let r = self.culvert(&["pipeline", "deploy", name]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
     }
 
     /// `culvert local down`, then `up` again on the same port.

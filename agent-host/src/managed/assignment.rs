@@ -6,22 +6,33 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use culvert_control_api::agents::{Assignment, ConnectorDefinition};
 use culvert_control_api::connectors::ConnectorKind;
-use culvert_sealing::OpeningKey;
+use culvert_sealing::{KeyEncryptionKey, SealError};
 use serde_json::{Map, Value};
 
 use crate::config::PipelineConfig;
 
+/// The key that opens connector secrets, if this agent has one.
+pub type SecretsKey<'a> = Option<&'a dyn KeyEncryptionKey>;
+
+/// Whether an error came from a key service that may answer later.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<SealError>()
+            .is_some_and(|s| matches!(s, SealError::Key(k) if k.is_transient()))
+    })
+}
+
 /// The configuration a connector runs with: plain settings plus opened secrets.
-pub fn connector_settings(
+pub async fn connector_settings(
     def: &ConnectorDefinition,
-    key: Option<&OpeningKey>,
+    key: SecretsKey<'_>,
 ) -> Result<Map<String, Value>> {
     let mut settings = def.config.clone();
     for (field, sealed) in &def.sealed_secrets {
         let key = key.context(
-            "the connector has sealed secrets but this agent has no sealing key (start it with --sealing-key)",
+            "the connector has sealed secrets but this agent has no key to open them (start it with --key-vault or --sealing-key)",
         )?;
-        let plain = key.open(sealed).with_context(|| {
+        let plain = culvert_sealing::open(key, sealed).await.with_context(|| {
             format!(
                 "cannot open the sealed `{field}` of the {} connector",
                 def.connector_type
@@ -34,12 +45,12 @@ pub fn connector_settings(
     Ok(settings)
 }
 
-fn section(
+async fn section(
     def: &ConnectorDefinition,
-    key: Option<&OpeningKey>,
+    key: SecretsKey<'_>,
     extra: BTreeMap<&str, Value>,
 ) -> Result<toml::Value> {
-    let mut settings = connector_settings(def, key)?;
+    let mut settings = connector_settings(def, key).await?;
     settings.insert(
         "connector".into(),
         Value::String(def.connector_type.clone()),
@@ -52,15 +63,39 @@ fn section(
     toml::Value::try_from(Value::Object(settings)).context("connector settings")
 }
 
-/// The pipeline configuration of an assignment; buffers live under `state_dir`.
-pub fn pipeline_config(
+/// Where an agent keeps its pipelines' buffers.
+#[derive(Debug, Clone)]
+pub struct BufferPlace {
+    /// Base URL; each pipeline gets `{base}/{pipeline id}`.
+    pub base: String,
+    /// The `[buffer] key` every pipeline uses (a Key Vault key URL or a key file URL).
+    pub key: String,
+}
+
+impl BufferPlace {
+    /// Buffers in `state_dir/buffers`, keys in a local key file there.
+    pub fn local(state_dir: &Path) -> BufferPlace {
+        BufferPlace {
+            base: format!("file://{}", state_dir.join("buffers").display()),
+            key: format!("file://{}", state_dir.join("keys/buffer-keyring.json").display()),
+        }
+    }
+
+    fn url_for(&self, id: &uuid::Uuid) -> Result<String> {
+        let url = format!("{}/{id}", self.base.trim_end_matches('/'));
+        if let Some(path) = url.strip_prefix("file://") {
+            std::fs::create_dir_all(path).with_context(|| format!("cannot create {path}"))?;
+        }
+        Ok(url)
+    }
+}
+
+/// The pipeline configuration of an assignment.
+pub async fn pipeline_config(
     a: &Assignment,
-    key: Option<&OpeningKey>,
-    state_dir: &Path,
+    key: SecretsKey<'_>,
+    buffers: &BufferPlace,
 ) -> Result<PipelineConfig> {
-    let buffer = state_dir.join("buffers").join(a.pipeline_id.to_string());
-    std::fs::create_dir_all(&buffer)
-        .with_context(|| format!("cannot create {}", buffer.display()))?;
     let mut root = toml::Table::new();
     root.insert("name".into(), toml::Value::String(a.name.clone()));
     root.insert(
@@ -68,14 +103,15 @@ pub fn pipeline_config(
         toml::Value::Integer(i64::from(a.batch_rows)),
     );
     let tables = BTreeMap::from([("tables", serde_json::to_value(&a.tables)?)]);
-    root.insert("source".into(), section(&a.source, key, tables)?);
+    root.insert("source".into(), section(&a.source, key, tables).await?);
     let fence = BTreeMap::from([("fence_epoch", Value::from(a.epoch))]);
-    root.insert("target".into(), section(&a.target, key, fence)?);
+    root.insert("target".into(), section(&a.target, key, fence).await?);
     let mut b = toml::Table::new();
     b.insert(
         "url".into(),
-        toml::Value::String(format!("file://{}", buffer.display())),
+        toml::Value::String(buffers.url_for(&a.pipeline_id)?),
     );
+    b.insert("key".into(), toml::Value::String(buffers.key.clone()));
     root.insert("buffer".into(), toml::Value::Table(b));
     let text = toml::to_string(&root)?;
     PipelineConfig::parse(&text).with_context(|| format!("pipeline {} as assigned", a.name))
@@ -83,9 +119,9 @@ pub fn pipeline_config(
 
 /// A configuration that runs `check` on one connector: the connector on its own side and
 /// its first-party counterpart, never instantiated, on the other.
-pub fn check_config(
+pub async fn check_config(
     def: &ConnectorDefinition,
-    key: Option<&OpeningKey>,
+    key: SecretsKey<'_>,
     state_dir: &Path,
 ) -> Result<PipelineConfig> {
     let (own, other, other_type) = match def.kind {
@@ -94,7 +130,7 @@ pub fn check_config(
     };
     let mut root = toml::Table::new();
     root.insert("name".into(), toml::Value::String("validation".into()));
-    root.insert(own.into(), section(def, key, BTreeMap::new())?);
+    root.insert(own.into(), section(def, key, BTreeMap::new()).await?);
     let mut placeholder = toml::Table::new();
     placeholder.insert("connector".into(), toml::Value::String(other_type.into()));
     root.insert(other.into(), toml::Value::Table(placeholder));
@@ -125,11 +161,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn assignments_become_pipelines_with_opened_secrets_and_a_fence() {
-        let key = OpeningKey::generate();
+    #[tokio::test]
+    async fn assignments_become_pipelines_with_opened_secrets_and_a_fence() {
+        let key = culvert_sealing::OpeningKey::generate();
         let public = culvert_sealing::SealingKey::from_pem(&key.public_pem()).unwrap();
-        let sealed = BTreeMap::from([("password".to_string(), public.seal(b"s3cret"))]);
+        let sealed = culvert_sealing::seal(&public, b"s3cret").await.unwrap();
+        let sealed = BTreeMap::from([("password".to_string(), sealed)]);
         let a = Assignment {
             pipeline_id: Uuid::new_v4(),
             name: "orders".into(),
@@ -142,15 +179,18 @@ mod tests {
             commands: Vec::new(),
         };
         let dir = tempfile::tempdir().unwrap();
-        let cfg = pipeline_config(&a, Some(&key), dir.path()).unwrap();
+        let place = BufferPlace::local(dir.path());
+        let cfg = pipeline_config(&a, Some(&key), &place).await.unwrap();
         assert_eq!(cfg.source.settings["password"], "s3cret");
         assert_eq!(cfg.source.settings["tables"][0], "public.*");
         assert_eq!(cfg.target.settings["fence_epoch"], 7);
         assert!(!cfg.source.settings.contains_key("sslmode"));
         assert_eq!(cfg.batch_rows, 5000);
-        let e = pipeline_config(&a, None, dir.path()).unwrap_err();
-        assert!(format!("{e:#}").contains("--sealing-key"), "{e:#}");
-        let check = check_config(&a.target, None, dir.path()).unwrap();
+        assert!(cfg.buffer.url.ends_with(&a.pipeline_id.to_string()));
+        let e = pipeline_config(&a, None, &place).await.unwrap_err();
+        assert!(format!("{e:#}").contains("--key-vault"), "{e:#}");
+        assert!(!is_transient(&e));
+        let check = check_config(&a.target, None, dir.path()).await.unwrap();
         assert_eq!(check.target.connector, "postgres-target");
         assert_eq!(check.source.connector, "postgres-source");
     }

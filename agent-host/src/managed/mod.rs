@@ -12,12 +12,13 @@ mod runner;
 mod validation;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use culvert_control_api::agents::{Heartbeat, HeartbeatReply};
 use culvert_control_api::client::{Client, ClientError};
-use culvert_sealing::OpeningKey;
+use culvert_sealing::{KeyEncryptionKey, OpeningKey};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -35,10 +36,60 @@ pub struct Options {
     pub token_file: PathBuf,
     /// Where the agent keeps its credential and its pipelines' buffers.
     pub state_dir: PathBuf,
-    /// Private key that opens connector secrets sealed for this environment.
+    /// Private key that opens connector secrets sealed for this environment (local environments).
     pub sealing_key: Option<PathBuf>,
+    /// The environment's Key Vault: opens connector secrets with `culvert-credentials` and
+    /// wraps buffer data keys with `culvert-buffer`, using this agent's identity.
+    pub key_vault: Option<String>,
+    /// Base URL of the pipelines' buffers (a Blob container URL, or `file://`); the state directory by default.
+    pub buffer_url: Option<String>,
     /// Name reported to the control plane (the host name by default).
     pub name: String,
+}
+
+/// Name of the key that seals connector secrets in an environment's vault.
+pub const CREDENTIALS_KEY: &str = "culvert-credentials";
+/// Name of the key that wraps buffer data keys in an environment's vault.
+pub const BUFFER_KEY: &str = "culvert-buffer";
+
+fn vault_key_url(vault: &str, name: &str) -> String {
+    format!("{}/keys/{name}", vault.trim_end_matches('/'))
+}
+
+/// The key that opens connector secrets: the environment's Key Vault, else a local private key.
+fn secrets_key(opts: &Options) -> Result<Option<Arc<dyn KeyEncryptionKey>>> {
+    if let Some(vault) = &opts.key_vault {
+        let identity = culvert_azure::identity::CredentialSource::from_env()?;
+        let credential = identity
+            .credential()
+            .with_context(|| format!("the agent's identity ({identity})"))?;
+        let key = culvert_azure::keyvault::KeyVaultKey::new(
+            &vault_key_url(vault, CREDENTIALS_KEY),
+            credential,
+            culvert_azure::keyvault::KeyUse::Secrets,
+        )?;
+        tracing::info!(key = %key.describe(), %identity, "connector secrets open with Key Vault");
+        return Ok(Some(Arc::new(key)));
+    }
+    let Some(path) = &opts.sealing_key else {
+        return Ok(None);
+    };
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the sealing key {}", path.display()))?;
+    let key = OpeningKey::from_pem(&pem).with_context(|| format!("sealing key {}", path.display()))?;
+    Ok(Some(Arc::new(key)))
+}
+
+/// Where buffers go and which key wraps their data keys.
+fn buffer_place(opts: &Options) -> assignment::BufferPlace {
+    let local = assignment::BufferPlace::local(&opts.state_dir);
+    assignment::BufferPlace {
+        base: opts.buffer_url.clone().unwrap_or(local.base),
+        key: match &opts.key_vault {
+            Some(vault) => vault_key_url(vault, BUFFER_KEY),
+            None => local.key,
+        },
+    }
 }
 
 /// Run until `shutdown` turns true.
@@ -54,21 +105,13 @@ pub async fn run(
             opts.state_dir.display()
         )
     })?;
-    let key = match &opts.sealing_key {
-        None => None,
-        Some(path) => {
-            let pem = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the sealing key {}", path.display()))?;
-            Some(std::sync::Arc::new(
-                OpeningKey::from_pem(&pem)
-                    .with_context(|| format!("sealing key {}", path.display()))?,
-            ))
-        }
-    };
+    let key = secrets_key(&opts)?;
+    let buffers = buffer_place(&opts);
+    tracing::info!(buffers = %buffers.base, key = %buffers.key, "buffers");
     let mut client = Client::new(&opts.control_plane, None);
     let mut creds = credentials::obtain(&opts, &mut client).await?;
     tracing::info!(agent = %creds.agent_id, environment = %opts.environment, "registered with the control plane");
-    let mut runner = runner::Runner::new(engine.clone(), metrics, opts.state_dir.clone(), key);
+    let mut runner = runner::Runner::new(engine.clone(), metrics, buffers, key);
     let mut heartbeat_every = Duration::from_secs(5);
     let mut lease = Duration::from_secs(20);
     let mut last_renewal: Option<Instant> = None;

@@ -1,19 +1,18 @@
 //! The pipelines this agent runs: started, restarted and stopped to match the assignments.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use culvert_control_api::agents::{Assignment, PipelineCommand, RunningPipeline};
 use culvert_control_api::pipelines::{PipelineProgress, TableProgress};
-use culvert_sealing::OpeningKey;
+use culvert_sealing::KeyEncryptionKey;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::assignment;
+use super::assignment::{self, BufferPlace};
 use crate::config::PipelineConfig;
 use crate::engine::ConnectorEngine;
 use crate::metrics::Metrics;
@@ -28,15 +27,16 @@ struct Shared {
     last_error: Option<String>,
     failed: bool,
     commands_done: Vec<Uuid>,
+    /// The configuration, once the secrets are open.
+    cfg: Option<PipelineConfig>,
 }
 
 struct Running {
     epoch: i64,
     /// The assignment without its commands: a change means a restart.
     definition: String,
-    cfg: Option<PipelineConfig>,
     stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    task: JoinHandle<()>,
     progress: Arc<Progress>,
     shared: Arc<Mutex<Shared>>,
     commands_started: HashSet<Uuid>,
@@ -46,8 +46,8 @@ struct Running {
 pub struct Runner {
     engine: ConnectorEngine,
     metrics: Metrics,
-    state_dir: PathBuf,
-    key: Option<Arc<OpeningKey>>,
+    buffers: BufferPlace,
+    key: Option<Arc<dyn KeyEncryptionKey>>,
     pipelines: HashMap<Uuid, Running>,
 }
 
@@ -61,6 +61,48 @@ fn definition_of(a: &Assignment) -> String {
 
 fn backoff(failures: u32) -> Duration {
     Duration::from_secs((15u64 << failures.min(5)).min(300))
+}
+
+/// Open the assignment's secrets and build its configuration; a key service that is
+/// unavailable is retried, anything else fails the pipeline until the assignment changes.
+async fn configure(
+    a: &Assignment,
+    key: Option<Arc<dyn KeyEncryptionKey>>,
+    buffers: &BufferPlace,
+    shared: &Mutex<Shared>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<PipelineConfig> {
+    let mut failures = 0u32;
+    loop {
+        match assignment::pipeline_config(a, key.as_deref(), buffers).await {
+            Ok(cfg) => {
+                let mut s = shared.lock().expect("runner lock");
+                s.cfg = Some(cfg.clone());
+                s.failed = false;
+                s.last_error = None;
+                return Some(cfg);
+            }
+            Err(e) => {
+                let text = format!("{e:#}");
+                let transient = assignment::is_transient(&e);
+                tracing::error!(pipeline = %a.name, error = %text, transient, "cannot start");
+                {
+                    let mut s = shared.lock().expect("runner lock");
+                    s.last_error = Some(text);
+                    s.failed = true;
+                }
+                if !transient {
+                    return None;
+                }
+                let wait = Duration::from_millis(500u64 << failures.min(6));
+                failures += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.wait_for(|s| *s) => return None,
+                }
+            }
+        }
+    }
 }
 
 async fn supervise(
@@ -115,20 +157,20 @@ impl Runner {
     pub fn new(
         engine: ConnectorEngine,
         metrics: Metrics,
-        state_dir: PathBuf,
-        key: Option<Arc<OpeningKey>>,
+        buffers: BufferPlace,
+        key: Option<Arc<dyn KeyEncryptionKey>>,
     ) -> Runner {
         Runner {
             engine,
             metrics,
-            state_dir,
+            buffers,
             key,
             pipelines: HashMap::new(),
         }
     }
 
     /// The key that opens sealed secrets.
-    pub fn key(&self) -> Option<&Arc<OpeningKey>> {
+    pub fn key(&self) -> Option<&Arc<dyn KeyEncryptionKey>> {
         self.key.as_ref()
     }
 
@@ -213,36 +255,24 @@ impl Runner {
         let (stop, stop_rx) = watch::channel(false);
         let progress = Arc::new(Progress::default());
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let (cfg, task) = match assignment::pipeline_config(a, self.key.as_deref(), &self.state_dir)
-        {
-            Ok(cfg) => {
+        let task = {
+            let (a, key, buffers) = (a.clone(), self.key.clone(), self.buffers.clone());
+            let (engine, metrics) = (self.engine.clone(), self.metrics.clone());
+            let (progress, shared) = (progress.clone(), shared.clone());
+            let mut stop_rx = stop_rx;
+            tokio::spawn(async move {
+                let Some(cfg) = configure(&a, key, &buffers, &shared, &mut stop_rx).await else {
+                    return;
+                };
                 tracing::info!(pipeline = %a.name, epoch = a.epoch, "starting");
-                let task = tokio::spawn(supervise(
-                    cfg.clone(),
-                    self.engine.clone(),
-                    self.metrics.clone(),
-                    progress.clone(),
-                    shared.clone(),
-                    stop_rx,
-                ));
-                (Some(cfg), Some(task))
-            }
-            Err(e) => {
-                let text = format!("{e:#}");
-                tracing::error!(pipeline = %a.name, error = %text, "cannot start");
-                let mut s = shared.lock().expect("runner lock");
-                s.last_error = Some(text);
-                s.failed = true;
-                drop(s);
-                (None, None)
-            }
+                supervise(cfg, engine, metrics, progress, shared, stop_rx).await;
+            })
         };
         self.pipelines.insert(
             a.pipeline_id,
             Running {
                 epoch: a.epoch,
                 definition,
-                cfg,
                 stop,
                 task,
                 progress,
@@ -263,7 +293,10 @@ impl Runner {
             .expect("runner lock")
             .commands_done
             .retain(|id| pending.contains(id));
-        let Some(cfg) = r.cfg.clone() else { return };
+        // Commands wait for the configuration (the secrets may still be opening).
+        let Some(cfg) = r.shared.lock().expect("runner lock").cfg.clone() else {
+            return;
+        };
         for cmd in &a.commands {
             if !r.commands_started.insert(cmd.id) {
                 continue;
@@ -283,9 +316,8 @@ impl Runner {
             return;
         };
         let _ = r.stop.send(true);
-        if let Some(mut task) = r.task
-            && tokio::time::timeout(STOP_GRACE, &mut task).await.is_err()
-        {
+        let mut task = r.task;
+        if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
             tracing::warn!(pipeline = %id, "did not stop in time; aborting");
             task.abort();
         }

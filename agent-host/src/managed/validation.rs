@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use culvert_control_api::agents::{AgentReport, ValidationReport, ValidationTask};
 use culvert_control_api::client::Client;
 use culvert_control_api::connectors::CheckOutcome;
-use culvert_sealing::OpeningKey;
+use culvert_sealing::KeyEncryptionKey;
 
 use super::assignment;
 use crate::engine::ConnectorEngine;
@@ -22,7 +22,7 @@ pub struct Validations {
 async fn check(
     task: &ValidationTask,
     engine: ConnectorEngine,
-    key: Option<Arc<OpeningKey>>,
+    key: Option<Arc<dyn KeyEncryptionKey>>,
     dir: PathBuf,
 ) -> Vec<CheckOutcome> {
     let failed = |name: &str, message: String| {
@@ -32,7 +32,7 @@ async fn check(
             message,
         }]
     };
-    let cfg = match assignment::check_config(&task.connector, key.as_deref(), &dir) {
+    let cfg = match assignment::check_config(&task.connector, key.as_deref(), &dir).await {
         Ok(c) => c,
         Err(e) => return failed("configuration", format!("{e:#}")),
     };
@@ -68,7 +68,7 @@ impl Validations {
         &mut self,
         task: ValidationTask,
         engine: &ConnectorEngine,
-        key: Option<&Arc<OpeningKey>>,
+        key: Option<&Arc<dyn KeyEncryptionKey>>,
     ) {
         let done = self.done.clone();
         let engine = engine.clone();

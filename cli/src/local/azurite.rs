@@ -66,6 +66,7 @@ pub fn args(location: &Path, ports: AzuritePorts) -> Vec<String> {
         ports.table.to_string(),
         "--skipApiVersionCheck".into(),
         "--loose".into(),
+        "--disableTelemetry".into(),
     ]
 }
 
@@ -109,6 +110,6 @@ mod tests {
         let joined = a.join(" ");
         assert!(joined.contains("--location /s/azurite"));
         assert!(joined.contains("--queuePort 2"));
-        assert!(joined.ends_with("--skipApiVersionCheck --loose"));
+        assert!(joined.ends_with("--skipApiVersionCheck --loose --disableTelemetry"));
     }
 }

@@ -44,6 +44,10 @@ pub struct AgentSettings {
     pub api_url: String,
     /// `stack.json`, where agent pids are recorded.
     pub stack: Arc<StackFile>,
+    /// Extra arguments of every agent (its Key Vault, its buffer location).
+    pub agent_args: Vec<String>,
+    /// Environment of every agent (its managed identity).
+    pub agent_env: Vec<(String, String)>,
 }
 
 /// One environment's pool as `compute.json` records it.
@@ -142,7 +146,7 @@ impl Compute {
         let bin = self.cfg.agent_bin.clone();
         let url = spec.control_plane_url.clone();
         let token = self.token_file(env);
-        let key = self.cfg.state.sealing_private_key();
+        let (args, envs) = (self.cfg.agent_args.clone(), self.cfg.agent_env.clone());
         // Distinct names so `culvert agent list` tells the local agents apart.
         let name = format!("local-{}-{i}", &env.simple().to_string()[..8]);
         let make: MakeCommand = Box::new(move || {
@@ -156,10 +160,10 @@ impl Compute {
                 .arg(&token)
                 .arg("--state-dir")
                 .arg(&state_dir)
-                .arg("--sealing-key")
-                .arg(&key)
+                .args(&args)
                 .arg("--name")
-                .arg(&name);
+                .arg(&name)
+                .envs(envs.iter().map(|(k, v)| (k, v)));
             Ok(c)
         });
         let name = log_name(env, spec, i);
@@ -386,6 +390,8 @@ mod tests {
             api_url: "http://127.0.0.1:1/api".into(),
             stack,
             state,
+            agent_args: vec!["--key-vault".into(), "https://127.0.0.1:1".into()],
+            agent_env: Vec::new(),
         })
     }
 
@@ -437,7 +443,7 @@ mod tests {
             )),
             "{args}"
         );
-        assert!(args.contains("--sealing-key"), "{args}");
+        assert!(args.contains("--key-vault https://127.0.0.1:1"), "{args}");
         let pid1 = c.cfg.stack.get().pids[&pid_key(env, 1)];
 
         c.ensure(env, body(1)).await.unwrap();
@@ -454,6 +460,8 @@ mod tests {
             api_url: "http://127.0.0.1:2/api".into(),
             stack: c.cfg.stack.clone(),
             state: c.cfg.state.clone(),
+            agent_args: Vec::new(),
+            agent_env: Vec::new(),
         });
         assert_eq!(again.restore().await.unwrap(), 1);
         assert_eq!(

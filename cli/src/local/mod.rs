@@ -2,6 +2,7 @@
 //! state directory so `down` then `up` loses nothing.
 
 pub mod app_root;
+pub mod azure_local;
 pub mod azurite;
 pub mod compute;
 pub mod postgres;
@@ -214,12 +215,6 @@ async fn up(state: &StateDir, port: u16, output: Output) -> Result<()> {
             );
         }
         forget(state, &stopped)?;
-    }
-    if state::ensure_sealing_keys(state)? {
-        eprintln!(
-            "generated the local sealing key pair in {}",
-            state.keys_dir().display()
-        );
     }
     if !process::port_free(port) {
         return Err(Failure::new(

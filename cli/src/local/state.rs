@@ -85,16 +85,6 @@ impl StateDir {
         self.root.join("keys")
     }
 
-    /// The private key agents open connector secrets with.
-    pub fn sealing_private_key(&self) -> PathBuf {
-        self.keys_dir().join("local-sealing.pem")
-    }
-
-    /// The public key the control plane seals connector secrets with.
-    pub fn sealing_public_key(&self) -> PathBuf {
-        self.keys_dir().join("local-sealing.pub.pem")
-    }
-
     /// `logs/`.
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
@@ -157,6 +147,15 @@ pub struct Ports {
     /// The local compute provider.
     #[serde(default)]
     pub compute: u16,
+    /// The managed-identity token endpoint stand-in.
+    #[serde(default)]
+    pub identity: u16,
+    /// The control plane's Key Vault stand-in.
+    #[serde(default)]
+    pub vault_platform: u16,
+    /// The environments' Key Vault stand-in.
+    #[serde(default)]
+    pub vault_env: u16,
 }
 
 /// `stack.json`.
@@ -268,19 +267,6 @@ impl StackFile {
     }
 }
 
-/// Generate the local sealing key pair unless it exists: the private key for agents only (0600).
-pub fn ensure_sealing_keys(state: &StateDir) -> Result<bool> {
-    let private = state.sealing_private_key();
-    let public = state.sealing_public_key();
-    if private.exists() && public.exists() {
-        return Ok(false);
-    }
-    let key = culvert_sealing::OpeningKey::generate();
-    write_atomic(&private, &key.to_pem(), 0o600)?;
-    write_atomic(&public, &key.public_pem(), 0o644)?;
-    Ok(true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,28 +297,4 @@ mod tests {
         assert_eq!(mode, 0o600);
     }
 
-    #[test]
-    fn sealing_keys_are_made_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::new(dir.path().to_path_buf());
-        state.create().unwrap();
-        assert!(ensure_sealing_keys(&state).unwrap());
-        let first = fs::read_to_string(state.sealing_private_key()).unwrap();
-        assert!(!ensure_sealing_keys(&state).unwrap());
-        assert_eq!(
-            fs::read_to_string(state.sealing_private_key()).unwrap(),
-            first
-        );
-        let mode = fs::metadata(state.sealing_private_key())
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600);
-        assert!(
-            fs::read_to_string(state.sealing_public_key())
-                .unwrap()
-                .contains("PUBLIC KEY")
-        );
-    }
 }

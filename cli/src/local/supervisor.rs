@@ -9,11 +9,12 @@ use anyhow::{Context, Result, bail};
 use culvert_control_api::client::Client;
 use tokio::sync::watch;
 
+use super::azure_local::{self, ENV_VAULT, MASTER_KEY_SECRET, PLATFORM_VAULT};
 use super::azurite::{self, AzuritePorts};
 use super::compute::{self, AgentSettings, Compute};
 use super::postgres::{self, Postgres};
 use super::process::{self, MakeCommand, Supervised};
-use super::state::{StackFile, StateDir, ensure_sealing_keys, write_atomic};
+use super::state::{StackFile, StateDir, write_atomic};
 use super::{api_url, app_root};
 
 /// Grace period of the functions runtime after SIGTERM.
@@ -26,6 +27,7 @@ const AZURITE_GRACE: Duration = Duration::from_secs(10);
 struct Running {
     postgres: Option<Postgres>,
     azurite: Option<Supervised>,
+    azure: Option<Supervised>,
     compute: Option<Arc<Compute>>,
     compute_server: Option<tokio::task::JoinHandle<()>>,
     functions: Option<Supervised>,
@@ -44,6 +46,10 @@ impl Running {
         if let Some(s) = self.compute_server.take() {
             s.abort();
         }
+        if let Some(a) = self.azure.take() {
+            tracing::info!("stopping the Azure stand-ins");
+            a.stop().await;
+        }
         if let Some(a) = self.azurite.take() {
             tracing::info!("stopping Azurite");
             a.stop().await;
@@ -58,6 +64,7 @@ impl Running {
 
 /// The binaries the stack runs, found before anything starts so a missing one fails fast.
 struct Binaries {
+    azure_local: PathBuf,
     functions: PathBuf,
     functions_host: PathBuf,
     agent: PathBuf,
@@ -65,6 +72,7 @@ struct Binaries {
 
 fn binaries() -> Result<Binaries> {
     Ok(Binaries {
+        azure_local: process::workspace_binary("culvert-azure-local")?,
         functions: process::workspace_binary("culvert-functions")?,
         functions_host: process::workspace_binary("culvert-functions-host")?,
         agent: process::workspace_binary("culvert-agent")?,
@@ -96,7 +104,6 @@ async fn start(
     running: &mut Running,
 ) -> Result<()> {
     let bins = binaries()?;
-    ensure_sealing_keys(state)?;
     let url = api_url(port);
     stack.update(|s| {
         s.state_dir = state.root().to_path_buf();
@@ -182,12 +189,67 @@ async fn start(
     }
     tracing::info!(queue = ports.queue, blob = ports.blob, "Azurite is up");
 
+    // b2. Managed identities and Key Vaults.
+    let files = azure_local::Files::new(state);
+    let ids = azure_local::identities(&files)?;
+    let recorded = stack.get().ports;
+    let token_port = process::reuse_or_free(recorded.identity)?;
+    let mut vault_ports = (
+        process::reuse_or_free(recorded.vault_platform)?,
+        process::reuse_or_free(recorded.vault_env)?,
+    );
+    while vault_ports.0 == vault_ports.1 || token_port == vault_ports.0 || token_port == vault_ports.1 {
+        vault_ports = (process::free_port()?, process::free_port()?);
+    }
+    azure_local::write_config(&files, &ids, token_port, vault_ports)?;
+    stack.update(|s| {
+        s.ports.identity = token_port;
+        s.ports.vault_platform = vault_ports.0;
+        s.ports.vault_env = vault_ports.1;
+    });
+    let _ = std::fs::remove_file(files.ready());
+    let azure_bin = bins.azure_local.clone();
+    let azure_args: Vec<PathBuf> = vec![
+        "--state-dir".into(),
+        files.state_dir(),
+        "--config".into(),
+        files.config(),
+        "--ready-file".into(),
+        files.ready(),
+    ];
+    let make: MakeCommand = Box::new(move || {
+        let mut c = tokio::process::Command::new(&azure_bin);
+        c.args(&azure_args);
+        Ok(c)
+    });
+    let s2 = stack.clone();
+    running.azure = Some(Supervised::start(
+        "azure stand-ins",
+        make,
+        state.log("azure"),
+        AZURITE_GRACE,
+        Box::new(move |pid| s2.set_pid("azure", pid)),
+    ));
+    if !wait_until(Duration::from_secs(30), || files.ready().exists()).await {
+        bail!(
+            "the Azure stand-ins did not start within 30 s; see {}",
+            state.log("azure").display()
+        );
+    }
+    let endpoints = azure_local::endpoints(&files).context("the Azure stand-ins' ready file is unreadable")?;
+    azure_local::bootstrap(&ids, &endpoints).await?;
+    let env_vault = endpoints.vault_https(ENV_VAULT)?;
+    let platform_vault = endpoints.vault_https(PLATFORM_VAULT)?;
+    tracing::info!(identity = %endpoints.identity_endpoint, %env_vault, %platform_vault, "Azure stand-ins are up");
+
     // c. The first admin key.
     if !state.admin_key().exists() {
         let out = tokio::process::Command::new(&bins.functions)
             .args(["create-admin-key", "--name", "local admin", "--out"])
             .arg(state.admin_key())
             .env("CULVERT_CONTROL_STORE", &control_store)
+            .env("CULVERT_MASTER_KEY_SECRET_URL", format!("{platform_vault}/secrets/{MASTER_KEY_SECRET}"))
+            .envs(azure_local::identity_env(&ids, &endpoints, &ids.control_plane))
             .stdin(std::process::Stdio::null())
             .output()
             .await
@@ -208,6 +270,17 @@ async fn start(
         agent_bin: bins.agent.clone(),
         api_url: url.clone(),
         stack: stack.clone(),
+        agent_args: vec![
+            "--key-vault".into(),
+            env_vault.clone(),
+            "--buffer-url".into(),
+            format!(
+                "http://127.0.0.1:{}/{}/culvert-buffers",
+                ports.blob,
+                azurite::ACCOUNT
+            ),
+        ],
+        agent_env: azure_local::identity_env(&ids, &endpoints, &ids.agent),
     });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
@@ -232,22 +305,24 @@ async fn start(
     }
     let host = bins.functions_host.clone();
     let app = state.app_dir();
-    let env: Vec<(String, String)> = vec![
+    let mut env: Vec<(String, String)> = vec![
         (
             "AzureWebJobsStorage".into(),
             azurite::connection_string(ports),
         ),
         ("CULVERT_CONTROL_STORE".into(), control_store.clone()),
         ("CULVERT_PUBLIC_URL".into(), url.clone()),
+        ("CULVERT_LOCAL_KEY_VAULT_URL".into(), env_vault.clone()),
         (
-            "CULVERT_SEALING_PUBLIC_KEY".into(),
-            state.sealing_public_key().display().to_string(),
+            "CULVERT_MASTER_KEY_SECRET_URL".into(),
+            format!("{platform_vault}/secrets/{MASTER_KEY_SECRET}"),
         ),
         (
             "CULVERT_LOCAL_COMPUTE_URL".into(),
             format!("http://127.0.0.1:{compute_port}"),
         ),
     ];
+    env.extend(azure_local::identity_env(&ids, &endpoints, &ids.control_plane));
     let make: MakeCommand = Box::new(move || {
         let mut c = tokio::process::Command::new(&host);
         c.arg("--app-root")

@@ -17,6 +17,7 @@ use crate::app::{App, Ctx};
 use crate::auth::{self, Action, CredentialKind, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{json_body, reply};
+use crate::master_keys::MasterKeys;
 use crate::scheduler;
 use crate::store::Sql;
 
@@ -85,14 +86,19 @@ fn definition(
 
 async fn connector_definition(
     client: &impl GenericClient,
+    keys: &MasterKeys,
     id: Uuid,
 ) -> ApiResult<ConnectorDefinition> {
-    let c = connectors::load(client, id).await?;
+    let c = connectors::load(client, keys, id).await?;
     let sealed = connectors::sealed_secrets(client, id).await?;
     Ok(definition(&c, sealed))
 }
 
-async fn assignments(client: &impl GenericClient, agent: Uuid) -> ApiResult<Vec<Assignment>> {
+async fn assignments(
+    client: &impl GenericClient,
+    keys: &MasterKeys,
+    agent: Uuid,
+) -> ApiResult<Vec<Assignment>> {
     let leases = client
         .q(
 "select pipeline_id, epoch from leases where agent_id = $1 and not revoked order by pipeline_id",
@@ -121,8 +127,8 @@ async fn assignments(client: &impl GenericClient, agent: Uuid) -> ApiResult<Vec<
             name: p.name.clone(),
             epoch: l.get(1),
             version: p.version,
-            source: connector_definition(client, p.source_id).await?,
-            target: connector_definition(client, p.target_id).await?,
+            source: connector_definition(client, keys, p.source_id).await?,
+            target: connector_definition(client, keys, p.target_id).await?,
             tables: p.tables.clone(),
             batch_rows: p.batch_rows,
             commands,
@@ -133,6 +139,7 @@ async fn assignments(client: &impl GenericClient, agent: Uuid) -> ApiResult<Vec<
 
 async fn claim_validations(
     client: &impl GenericClient,
+    keys: &MasterKeys,
     agent: Uuid,
     env: Uuid,
 ) -> ApiResult<Vec<ValidationTask>> {
@@ -150,7 +157,7 @@ async fn claim_validations(
     for r in &rows {
         out.push(ValidationTask {
             validation_id: r.get(0),
-            connector: connector_definition(client, r.get(1)).await?,
+            connector: connector_definition(client, keys, r.get(1)).await?,
         });
     }
     Ok(out)
@@ -231,8 +238,8 @@ pub async fn heartbeat(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         }
     }
     scheduler::schedule(&mut conn, env, app.settings.lease).await?;
-    let assignments = assignments(&conn, agent).await?;
-    let validations = claim_validations(&conn, agent, env).await?;
+    let assignments = assignments(&conn, &app.master_keys, agent).await?;
+    let validations = claim_validations(&conn, &app.master_keys, agent, env).await?;
     Ok(heartbeat_reply(&app, assignments, validations))
 }
 

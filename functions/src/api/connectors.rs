@@ -8,22 +8,25 @@ use culvert_control_api::connectors::{
     CheckOutcome, Connector, ConnectorCreate, ConnectorKind, ConnectorUpdate, Validation,
     ValidationState,
 };
-use culvert_control_api::environments::{Environment, EnvironmentState, Provider};
+use culvert_control_api::environments::{Environment, EnvironmentState};
 use deadpool_postgres::GenericClient;
 use serde_json::{Map, Value, json};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::listing::{self, Listing};
+use super::listing::{self, SealedListing};
 use super::{Outcome, Req, check_name, environments, method_not_allowed};
 use crate::app::{App, Ctx};
 use crate::auth::Action;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{check_version, if_match, json_body, no_content, parse_id, reply};
+use crate::master_keys::{KeySet, MasterKeys};
 use crate::store::Sql;
+use crate::store::at_rest::{self, CONNECTOR_CONFIG};
 use crate::{idempotency, specs};
 
-const COLUMNS: &str = "c.id, c.name, c.environment_id, c.connector_type, c.kind, c.config, c.secret_names,
+/// Column 5 is the configuration, sealed at rest.
+const COLUMNS: &str = "c.id, c.name, c.environment_id, c.connector_type, c.kind, c.config_sealed, c.secret_names,
     c.created_at, c.updated_at, c.version,
     (select row_to_json(v) from (select id, state, checks, requested_at, finished_at from validations
         where connector_id = c.id order by requested_at desc limit 1) v), c.seq";
@@ -48,11 +51,14 @@ fn validation_from(v: &Value) -> ApiResult<Validation> {
     })
 }
 
-fn from_row(r: &Row) -> ApiResult<Connector> {
-    let config: Value = r.get(5);
+const SEALED: usize = 5;
+
+fn from_row(r: &Row, keys: &KeySet) -> ApiResult<Connector> {
+    let id: Uuid = r.get(0);
+    let config = at_rest::open_json(keys, CONNECTOR_CONFIG, &id.to_string(), r.get(SEALED))?;
     let validation: Option<Value> = r.get(10);
     Ok(Connector {
-        id: r.get(0),
+        id,
         name: r.get(1),
         environment_id: r.get(2),
         connector_type: r.get(3),
@@ -70,8 +76,12 @@ fn from_row(r: &Row) -> ApiResult<Connector> {
     })
 }
 
-/// Load one connector.
-pub async fn load(client: &impl GenericClient, id: Uuid) -> ApiResult<Connector> {
+/// Load one connector, its configuration opened.
+pub async fn load(
+    client: &impl GenericClient,
+    keys: &MasterKeys,
+    id: Uuid,
+) -> ApiResult<Connector> {
     let row = client
         .q_opt(
             &format!("select {COLUMNS} from connectors c where c.id = $1"),
@@ -79,7 +89,8 @@ pub async fn load(client: &impl GenericClient, id: Uuid) -> ApiResult<Connector>
         )
         .await?
         .ok_or_else(|| ApiError::not_found("connector", id))?;
-    from_row(&row)
+    let set = at_rest::keys_for(keys, [row.get::<_, &str>(SEALED)]).await?;
+    from_row(&row, &set)
 }
 
 /// The sealed secret fields of a connector, by field.
@@ -99,8 +110,8 @@ pub async fn sealed_secrets(
         .unwrap_or_default())
 }
 
-/// Seal secret values for an environment's agents.
-fn seal(
+/// Seal secret values for an environment's agents, one envelope per field.
+async fn seal(
     app: &App,
     env: &Environment,
     secrets: BTreeMap<String, String>,
@@ -108,22 +119,18 @@ fn seal(
     if secrets.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let key = match env.provider {
-        Provider::Local => app.local_sealing.as_ref().ok_or_else(|| {
-            ApiError::Conflict("this control plane has no sealing key for local environments (CULVERT_SEALING_PUBLIC_KEY)".into())
-        })?,
-        Provider::Azure => {
-            return Err(ApiError::Conflict(format!(
-                "environment {} is {}: credentials are sealed with its Key Vault key, which is known once it is ready",
-                env.name,
-                env.state.as_str()
-            )));
-        }
-    };
-    Ok(secrets
-        .into_iter()
-        .map(|(field, value)| (field, key.seal(value.as_bytes())))
-        .collect())
+    let key = app.env_keys.for_environment(env)?;
+    let mut sealed = BTreeMap::new();
+    for (field, value) in secrets {
+        let envelope = culvert_sealing::seal(key.as_ref(), value.as_bytes())
+            .await
+            .map_err(|e| match e {
+                culvert_sealing::SealError::Key(k) => crate::env_keys::key_error(k),
+                other => ApiError::Internal(other.to_string()),
+            })?;
+        sealed.insert(field, envelope);
+    }
+    Ok(sealed)
 }
 
 /// `connectors`.
@@ -136,7 +143,7 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         (Method::GET, None) => list(app, req).await,
         (Method::GET, Some(id)) => {
             let ctx = Ctx::new(&app, &req.headers, Action::Read).await?;
-            let c = load(&ctx.conn().await?, id).await?;
+            let c = load(&ctx.conn().await?, &app.master_keys, id).await?;
             Ok(reply(StatusCode::OK, &c, Some(c.version)).into())
         }
         (Method::POST, None) => create(app, req).await,
@@ -148,14 +155,14 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
 
 async fn list(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let ctx = Ctx::new(&app, &req.headers, Action::Read).await?;
-    let listing = Listing {
+    let listing = SealedListing {
         select: format!("select {COLUMNS} from connectors c"),
         alias: "c",
-        only: None,
+        sealed: SEALED,
         by_environment: true,
         from_row,
     };
-    listing::list(&ctx.conn().await?, &req, listing).await
+    listing::list_sealed(&ctx.conn().await?, &app.master_keys, &req, listing).await
 }
 
 async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
@@ -167,26 +174,29 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let (config, secrets) = specs::split_secrets(&body.connector_type, body.config.clone())?;
     let (response, _) = idempotency::once(&ctx, &req.headers, &req.body, || async {
         let conn = ctx.conn().await?;
-        let env = environments::load(&conn, body.environment_id).await.map_err(|_| {
-            ApiError::field(
+        let keys = &ctx.app.master_keys;
+        let env = environments::load(&conn, keys, body.environment_id).await.map_err(|e| match e {
+            ApiError::NotFound(_) => ApiError::field(
                 "/environment_id",
                 format!("no environment with id {}", body.environment_id),
-            )
+            ),
+            other => other,
         })?;
         let names: Vec<String> = secrets.keys().cloned().collect();
-        let sealed = seal(&ctx.app, &env, secrets)?;
+        let sealed = seal(&ctx.app, &env, secrets).await?;
         let sealed = serde_json::to_string(&sealed).expect("sealed map");
         let id = Uuid::new_v4();
+        let config = at_rest::seal_json(&*keys.current().await?, CONNECTOR_CONFIG, &id.to_string(), &Value::Object(config));
         conn.exec(
-            "insert into connectors (id, environment_id, name, connector_type, kind, config, secret_names, sealed_secrets)
+            "insert into connectors (id, environment_id, name, connector_type, kind, config_sealed, secret_names, sealed_secrets)
              values ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[&id, &body.environment_id, &body.name, &body.connector_type, &kind.as_str(), &Value::Object(config), &names, &sealed],
+            &[&id, &body.environment_id, &body.name, &body.connector_type, &kind.as_str(), &config, &names, &sealed],
         )
         .await
         .map_err(|e| {
             crate::store::conflict_on_unique(e, || format!("a connector named {:?} exists in this environment", body.name))
         })?;
-        let c = load(&conn, id).await?;
+        let c = load(&conn, keys, id).await?;
         Ok((StatusCode::CREATED, serde_json::to_value(&c).expect("connector"), Some(c.version)))
     })
     .await?;
@@ -201,7 +211,8 @@ async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     let tx = conn.transaction().await?;
     tx.exec("select 1 from connectors where id = $1 for update", &[&id])
         .await?;
-    let current = load(&tx, id).await?;
+    let keys = &app.master_keys;
+    let current = load(&tx, keys, id).await?;
     check_version(expected, current.version)?;
     let secret_fields = specs::secret_fields(&current.connector_type)?;
     let mut config = current.config.clone();
@@ -240,17 +251,23 @@ async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     specs::validate(&current.connector_type, &full)?;
     let mut sealed = sealed_secrets(&tx, id).await?;
     sealed.retain(|k, _| kept.contains(k));
-    let env = environments::load(&tx, current.environment_id).await?;
-    sealed.extend(seal(&ctx.app, &env, new_secrets)?);
+    let env = environments::load(&tx, keys, current.environment_id).await?;
+    sealed.extend(seal(&ctx.app, &env, new_secrets).await?);
     let names: Vec<String> = sealed.keys().cloned().collect();
     let sealed = serde_json::to_string(&sealed).expect("sealed map");
+    let config = at_rest::seal_json(
+        &*keys.current().await?,
+        CONNECTOR_CONFIG,
+        &id.to_string(),
+        &Value::Object(config),
+    );
     tx.exec(
-        "update connectors set config = $2, secret_names = $3, sealed_secrets = $4,
+        "update connectors set config_sealed = $2, secret_names = $3, sealed_secrets = $4,
              version = version + 1, updated_at = now() where id = $1",
-        &[&id, &Value::Object(config), &names, &sealed],
+        &[&id, &config, &names, &sealed],
     )
     .await?;
-    let c = load(&tx, id).await?;
+    let c = load(&tx, keys, id).await?;
     tx.commit().await?;
     Ok(reply(StatusCode::OK, &c, Some(c.version)).into())
 }
@@ -260,7 +277,7 @@ async fn delete(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     let expected = if_match(&req.headers)?;
     let mut conn = ctx.conn().await?;
     let tx = conn.transaction().await?;
-    let c = load(&tx, id).await?;
+    let c = load(&tx, &app.master_keys, id).await?;
     check_version(expected, c.version)?;
     let users: Vec<String> = tx
         .q(
@@ -289,8 +306,9 @@ pub async fn validate(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let id = parse_id("connector", req.param("id").unwrap_or_default())?;
     let ctx = Ctx::new(&app, &req.headers, Action::Write).await?;
     let conn = ctx.conn().await?;
-    let c = load(&conn, id).await?;
-    let env = environments::load(&conn, c.environment_id).await?;
+    let keys = &app.master_keys;
+    let c = load(&conn, keys, id).await?;
+    let env = environments::load(&conn, keys, c.environment_id).await?;
     if env.state != EnvironmentState::Ready {
         return Err(ApiError::Conflict(format!(
             "environment {} is {}; validation runs inside it once it is ready",
@@ -304,7 +322,7 @@ pub async fn validate(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         &[&vid, &id, &c.version],
     )
     .await?;
-    let c = load(&conn, id).await?;
+    let c = load(&conn, keys, id).await?;
     let v = c
         .validation
         .clone()

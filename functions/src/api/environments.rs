@@ -10,38 +10,60 @@ use serde_json::json;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::listing::{self, Listing};
+use super::listing::{self, SealedListing};
 use super::{Outcome, Req, check_name, method_not_allowed};
 use crate::app::{App, Ctx};
 use crate::auth::Action;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{check_version, if_match, json_body, no_content, parse_id, reply};
 use crate::idempotency;
+use crate::master_keys::{KeySet, MasterKeys};
 use crate::store::Sql;
+use crate::store::at_rest::{self, ENVIRONMENT_AZURE};
 use crate::store::conflict_on_unique;
 
-const COLUMNS: &str = "e.id, e.name, e.provider, e.azure, e.agents, e.state, e.reason, e.created_at, e.updated_at, e.version,
+/// Column 3 is the Azure settings, sealed at rest.
+const COLUMNS: &str = "e.id, e.name, e.provider, e.azure_sealed, e.agents, e.state, e.reason, e.created_at, e.updated_at, e.version,
     (select count(*) from agents a where a.environment_id = e.id and a.healthy)::integer, e.seq";
 
-fn from_row(r: &Row) -> ApiResult<Environment> {
+const SEALED: usize = 3;
+
+/// What an Azure environment waits for; rendered when read, as it repeats sealed settings.
+fn bootstrap_reason(a: &AzureSettings) -> String {
+    format!(
+        "apply the bootstrap bundle in subscription {} resource group {}",
+        a.subscription_id, a.resource_group
+    )
+}
+
+fn from_row(r: &Row, keys: &KeySet) -> ApiResult<Environment> {
+    let id: Uuid = r.get(0);
     let provider = match r.get::<_, &str>(2) {
         "azure" => Provider::Azure,
         _ => Provider::Local,
     };
-    let azure: Option<serde_json::Value> = r.get(3);
+    let azure: Option<AzureSettings> = r
+        .get::<_, Option<&str>>(SEALED)
+        .map(|s| at_rest::open_json(keys, ENVIRONMENT_AZURE, &id.to_string(), s))
+        .transpose()?
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let state: &str = r.get(5);
+    let state = EnvironmentState::parse(state)
+        .ok_or_else(|| ApiError::Internal(format!("state {state}")))?;
+    let reason = match (r.get::<_, Option<String>>(6), &azure) {
+        (None, Some(a)) if state == EnvironmentState::PendingBootstrap => Some(bootstrap_reason(a)),
+        (reason, _) => reason,
+    };
     Ok(Environment {
-        id: r.get(0),
+        id,
         name: r.get(1),
         provider,
-        azure: azure
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        azure,
         agents: r.get::<_, i32>(4) as u32,
-        state: EnvironmentState::parse(state)
-            .ok_or_else(|| ApiError::Internal(format!("state {state}")))?,
-        reason: r.get(6),
+        state,
+        reason,
         created_at: r.get(7),
         updated_at: r.get(8),
         version: r.get(9),
@@ -49,9 +71,10 @@ fn from_row(r: &Row) -> ApiResult<Environment> {
     })
 }
 
-/// Load one environment.
+/// Load one environment, its Azure settings opened.
 pub async fn load(
     client: &impl deadpool_postgres::GenericClient,
+    keys: &MasterKeys,
     id: Uuid,
 ) -> ApiResult<Environment> {
     let row = client
@@ -61,7 +84,8 @@ pub async fn load(
         )
         .await?
         .ok_or_else(|| ApiError::not_found("environment", id))?;
-    from_row(&row)
+    let set = at_rest::keys_for(keys, row.get::<_, Option<&str>>(SEALED)).await?;
+    from_row(&row, &set)
 }
 
 fn check_agents(n: Option<u32>) -> ApiResult<u32> {
@@ -175,7 +199,7 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         (Method::GET, None) => list(app, req).await,
         (Method::GET, Some(id)) => {
             let ctx = Ctx::new(&app, &req.headers, Action::Read).await?;
-            let env = load(&ctx.conn().await?, id).await?;
+            let env = load(&ctx.conn().await?, &app.master_keys, id).await?;
             Ok(reply(StatusCode::OK, &env, Some(env.version)).into())
         }
         (Method::POST, None) => create(app, req).await,
@@ -187,14 +211,14 @@ pub async fn handle(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
 
 async fn list(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let ctx = Ctx::new(&app, &req.headers, Action::Read).await?;
-    let listing = Listing {
+    let listing = SealedListing {
         select: format!("select {COLUMNS} from environments e"),
         alias: "e",
-        only: None,
+        sealed: SEALED,
         by_environment: false,
         from_row,
     };
-    listing::list(&ctx.conn().await?, &req, listing).await
+    listing::list_sealed(&ctx.conn().await?, &app.master_keys, &req, listing).await
 }
 
 async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
@@ -211,13 +235,8 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         }
         (Provider::Azure, Some(a)) => {
             check_azure(a)?;
-            (
-                EnvironmentState::PendingBootstrap,
-                Some(format!(
-                    "apply the bootstrap bundle in subscription {} resource group {}",
-                    a.subscription_id, a.resource_group
-                )),
-            )
+            // The reason is rendered from the sealed settings when read (`bootstrap_reason`).
+            (EnvironmentState::PendingBootstrap, None)
         }
         (Provider::Local, Some(_)) => {
             return Err(ApiError::field(
@@ -242,13 +261,19 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let mut messages = Vec::new();
     let (response, created) = idempotency::once(&ctx, &req.headers, &req.body, || async {
         let conn = ctx.conn().await?;
+        let keys = &ctx.app.master_keys;
         let id = Uuid::new_v4();
-        let azure = body
-            .azure
-            .as_ref()
-            .map(|a| serde_json::to_value(a).expect("settings"));
+        let azure = match &body.azure {
+            None => None,
+            Some(a) => Some(at_rest::seal_json(
+                &*keys.current().await?,
+                ENVIRONMENT_AZURE,
+                &id.to_string(),
+                &serde_json::to_value(a).expect("settings"),
+            )),
+        };
         conn.exec(
-            "insert into environments (id, name, provider, azure, agents, state, reason)
+            "insert into environments (id, name, provider, azure_sealed, agents, state, reason)
              values ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &id,
@@ -264,7 +289,7 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         .map_err(|e| {
             conflict_on_unique(e, || format!("an environment named {:?} exists", body.name))
         })?;
-        let env = load(&conn, id).await?;
+        let env = load(&conn, keys, id).await?;
         Ok((
             StatusCode::CREATED,
             serde_json::to_value(&env).expect("environment"),
@@ -286,7 +311,7 @@ async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     let expected = if_match(&req.headers)?;
     let mut conn = ctx.conn().await?;
     let tx = conn.transaction().await?;
-    let env = load(&tx, id).await?;
+    let env = load(&tx, &app.master_keys, id).await?;
     check_version(expected, env.version)?;
     let agents = match body.agents {
         Some(_) => check_agents(body.agents)?,
@@ -297,7 +322,7 @@ async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
         &[&id, &(agents as i32)],
     )
     .await?;
-    let env = load(&tx, id).await?;
+    let env = load(&tx, &app.master_keys, id).await?;
     tx.commit().await?;
     let messages = if env.provider == Provider::Local {
         vec![("provision", provision_message(id))]
@@ -315,7 +340,7 @@ async fn delete(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     let expected = if_match(&req.headers)?;
     let mut conn = ctx.conn().await?;
     let tx = conn.transaction().await?;
-    let env = load(&tx, id).await?;
+    let env = load(&tx, &app.master_keys, id).await?;
     check_version(expected, env.version)?;
     let used: i64 = tx
         .q_one(

@@ -1,4 +1,5 @@
-//! One way to list a resource: cursor paging over its `seq`, optionally by environment.
+//! One way to list a resource: cursor paging over its `seq`, optionally by environment; rows
+//! with a column sealed at rest are opened with a key set that holds every version on the page.
 
 use axum::http::StatusCode;
 use deadpool_postgres::GenericClient;
@@ -7,8 +8,9 @@ use tokio_postgres::Row;
 
 use super::{Outcome, Req};
 use crate::error::ApiResult;
-use crate::extract::{page, paging, parse_id, reply};
-use crate::store::Sql;
+use crate::extract::{Paging, page, paging, parse_id, reply};
+use crate::master_keys::{KeySet, MasterKeys};
+use crate::store::{Sql, at_rest};
 
 /// How a resource is listed.
 pub struct Listing<T> {
@@ -24,16 +26,66 @@ pub struct Listing<T> {
     pub from_row: fn(&Row) -> ApiResult<T>,
 }
 
+/// How a resource with a column sealed at rest is listed.
+pub struct SealedListing<T> {
+    /// `select COLUMNS from TABLE ALIAS`; the last column is the row's `seq`.
+    pub select: String,
+    /// The table alias.
+    pub alias: &'static str,
+    /// Whether `?environment_id=` filters the list.
+    pub by_environment: bool,
+    /// The sealed column (text, may be null).
+    pub sealed: usize,
+    /// Row to item, with a key set that holds every version on the page.
+    pub from_row: fn(&Row, &KeySet) -> ApiResult<T>,
+}
+
 /// One page of the resource, as the request's `limit`, `cursor` and filter ask.
 pub async fn list<T: Serialize>(
     client: &impl GenericClient,
     req: &Req,
     l: Listing<T>,
 ) -> ApiResult<Outcome> {
+    let (rows, p) = rows(client, req, &l.select, l.alias, l.only, l.by_environment).await?;
+    let items = rows
+        .iter()
+        .map(|r| Ok((r.get::<_, i64>(r.len() - 1), (l.from_row)(r)?)))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(reply(StatusCode::OK, &page(items, p), None).into())
+}
+
+/// Like [`list`], opening the sealed column of every row.
+pub async fn list_sealed<T: Serialize>(
+    client: &impl GenericClient,
+    keys: &MasterKeys,
+    req: &Req,
+    l: SealedListing<T>,
+) -> ApiResult<Outcome> {
+    let (rows, p) = rows(client, req, &l.select, l.alias, None, l.by_environment).await?;
+    let set = at_rest::keys_for(
+        keys,
+        rows.iter()
+            .filter_map(|r| r.get::<_, Option<&str>>(l.sealed)),
+    )
+    .await?;
+    let items = rows
+        .iter()
+        .map(|r| Ok((r.get::<_, i64>(r.len() - 1), (l.from_row)(r, &set)?)))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(reply(StatusCode::OK, &page(items, p), None).into())
+}
+
+async fn rows(
+    client: &impl GenericClient,
+    req: &Req,
+    select: &str,
+    a: &str,
+    only: Option<&str>,
+    by_environment: bool,
+) -> ApiResult<(Vec<Row>, Paging)> {
     let p = paging(&req.query)?;
-    let a = l.alias;
-    let mut sql = format!("{} where {a}.seq > $1", l.select);
-    if let Some(only) = l.only {
+    let mut sql = format!("{select} where {a}.seq > $1");
+    if let Some(only) = only {
         sql.push_str(&format!(" and {only}"));
     }
     let env = req
@@ -42,7 +94,7 @@ pub async fn list<T: Serialize>(
         .map(|s| parse_id("environment", s))
         .transpose()?;
     let limit = p.limit + 1;
-    let rows = if l.by_environment {
+    let rows = if by_environment {
         sql.push_str(&format!(
             " and ($3::uuid is null or {a}.environment_id = $3) order by {a}.seq limit $2"
         ));
@@ -51,9 +103,5 @@ pub async fn list<T: Serialize>(
         sql.push_str(&format!(" order by {a}.seq limit $2"));
         client.q(&sql, &[&p.after, &limit]).await?
     };
-    let items = rows
-        .iter()
-        .map(|r| Ok((r.get::<_, i64>(r.len() - 1), (l.from_row)(r)?)))
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok(reply(StatusCode::OK, &page(items, p), None).into())
+    Ok((rows, p))
 }

@@ -129,12 +129,20 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let batch_rows = check_batch_rows(body.batch_rows)?;
     let (response, _) = idempotency::once(&ctx, &req.headers, &req.body, || async {
         let conn = ctx.conn().await?;
-        let source = connectors::load(&conn, body.source_id)
+        let keys = &ctx.app.master_keys;
+        let missing = |pointer: &str, id: Uuid| {
+            let pointer = pointer.to_string();
+            move |e| match e {
+                ApiError::NotFound(_) => ApiError::field(&pointer, format!("no connector with id {id}")),
+                other => other,
+            }
+        };
+        let source = connectors::load(&conn, keys, body.source_id)
             .await
-            .map_err(|_| ApiError::field("/source_id", format!("no connector with id {}", body.source_id)))?;
-        let target = connectors::load(&conn, body.target_id)
+            .map_err(missing("/source_id", body.source_id))?;
+        let target = connectors::load(&conn, keys, body.target_id)
             .await
-            .map_err(|_| ApiError::field("/target_id", format!("no connector with id {}", body.target_id)))?;
+            .map_err(missing("/target_id", body.target_id))?;
         if source.kind != ConnectorKind::Source {
             return Err(ApiError::field("/source_id", format!("{} is a target connector", source.name)));
         }

@@ -5,11 +5,18 @@ use tokio_postgres::Client;
 use super::StoreError;
 
 /// Every migration: version, file name, SQL. Append only; never edit a released one.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_control_store.sql",
-    include_str!("../../migrations/0001_control_store.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_control_store.sql",
+        include_str!("../../migrations/0001_control_store.sql"),
+    ),
+    (
+        2,
+        "0002_sealed_configuration.sql",
+        include_str!("../../migrations/0002_sealed_configuration.sql"),
+    ),
+];
 
 /// Serializes concurrent starts: every instance takes this advisory lock while migrating.
 const LOCK_KEY: i64 = 0x6375_6c76_6572_7401;

@@ -1,5 +1,6 @@
 //! The control store: a PostgreSQL database reached through a connection pool.
 
+pub mod at_rest;
 pub mod migrations;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
