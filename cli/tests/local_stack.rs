@@ -181,7 +181,8 @@ fn local_stack_survives_down_and_up() {
     stack.up();
     let admin_key = stack.state.path().join("admin.key");
     assert!(admin_key.is_file(), "up writes the admin key");
-    let pem = std::fs::read_to_string(stack.state.path().join("keys/local-sealing.pem")).unwrap();
+    let identities =
+        std::fs::read_to_string(stack.state.path().join("azure/identities.json")).unwrap();
 
     let envs = stack.json(&["env", "list"]);
     assert_eq!(
@@ -233,9 +234,9 @@ fn local_stack_survives_down_and_up() {
         "the same agent (its state dir survived) came back"
     );
     assert_eq!(
-        std::fs::read_to_string(stack.state.path().join("keys/local-sealing.pem")).unwrap(),
-        pem,
-        "the sealing key is kept"
+        std::fs::read_to_string(stack.state.path().join("azure/identities.json")).unwrap(),
+        identities,
+        "the stand-ins' identities are kept"
     );
 
     // Exit codes scripts rely on.

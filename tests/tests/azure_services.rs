@@ -123,16 +123,17 @@ fn zero_knowledge_secrets_and_an_encrypted_blob_buffer() {
     let new_version = rotate(&azure, "culvert-buffer");
     rotate(&azure, "culvert-credentials");
     assert_ne!(new_version, old_version);
+    // The agent dies with those segments unapplied; its successor must open them.
     for pid in agent_pids(&state) {
         kill9(pid);
     }
     src.sql("app", "update items set n = n + 10 where id between 40001 and 41000;");
-    wait_until(90, "segments wrapped by the new key version in Azurite", || {
-        !files_containing(&azurite_dir, &new_version).is_empty()
-    });
     dst.restart();
     wait_until(180, "replication after the key rotation", || {
         difference(&src, &dst, "items").is_none()
+    });
+    wait_until(60, "segments wrapped by the new key version in Azurite", || {
+        !files_containing(&azurite_dir, &new_version).is_empty()
     });
     let rotated_secret = "pw-after-rotation-71c2";
     let r = stack.culvert_env(
