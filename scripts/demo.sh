@@ -76,6 +76,8 @@ for side in source target; do
 done
 "${CULVERT[@]}" pipeline create shop --source shop-source --target shop-target --tables 'public.*' >&2
 "${CULVERT[@]}" pipeline deploy shop >&2
+echo "[demo] the password is sealed with the Key Vault key culvert-credentials (the control plane may only encrypt);" \
+     "the buffer is the Azurite container culvert-buffers, encrypted under data keys wrapped by culvert-buffer" >&2
 start=$(date +%s.%N)
 "${CULVERT[@]}" pipeline progress shop >&2
 for _ in $(seq 1 600); do
@@ -121,5 +123,10 @@ else
     exit 1
 fi
 "${CULVERT[@]}" pipeline status shop >&2
+if grep -rlaF -- "$DEMO_DB_PASSWORD" "$WORK/stack" >/dev/null 2>&1; then
+    echo "[demo] the password was found in plaintext under $WORK/stack" >&2
+    exit 1
+fi
+echo "[demo] the password is in no file of the stack: control store, Azurite, logs, agent state" >&2
 [ "${DEMO_KEEP:-0}" = 1 ] && echo "[demo] the stack keeps running: ./target/release/culvert --state-dir $WORK/stack local down" >&2
 true

@@ -104,7 +104,9 @@ enum Command {
 
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CULVERT_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn,typespec_client_core=warn,azure_core=warn")
+        tracing_subscriber::EnvFilter::new(
+            "info,wasmtime=warn,cranelift=warn,typespec_client_core=warn,azure_core=warn",
+        )
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -523,6 +523,7 @@ async fn source_loop(
             }
         }
         let source = current.as_mut().expect("opened above");
+        buffer.check().context("appending to the buffer")?;
         if !buffer.wait_for_room(Duration::from_secs(1)).await {
             progress.set_phase("waiting for target");
         } else {

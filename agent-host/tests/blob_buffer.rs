@@ -211,9 +211,11 @@ async fn buffer_on_blob_survives_a_restart_and_a_key_rotation() {
             .await
             .unwrap();
     }
+    first.flush().await.unwrap();
     let (seq, b) = first.next(Duration::from_secs(5)).await.unwrap().unwrap();
     assert_eq!(b.position, vec![0, 1]);
     first.release(seq).await.unwrap();
+    first.settle().await;
 
     // What is stored is ciphertext, under the keyring's first version.
     let raw = BlobStore::open(&url).unwrap();
@@ -230,6 +232,7 @@ async fn buffer_on_blob_survives_a_restart_and_a_key_rotation() {
     assert_eq!(rec.segments, 2);
     assert_eq!(rec.last_position, Some(vec![0, 3]));
     let seq4 = second.append(&batch(4, b"rows of 4")).await.unwrap();
+    second.flush().await.unwrap();
     assert_eq!(seq4, 4);
     assert!(
         segment_kid(&raw.get(4).await.unwrap())
@@ -242,7 +245,9 @@ async fn buffer_on_blob_survives_a_restart_and_a_key_rotation() {
         assert_eq!(b.tables[0].ipc, format!("rows of {pos}").as_bytes());
     }
     second.release(4).await.unwrap();
-    assert_eq!(raw.list().await.unwrap(), Vec::<u64>::new());
+    second.settle().await;
+    // Only the released mark (object 0) is left.
+    assert_eq!(raw.list().await.unwrap(), vec![0]);
     assert_eq!(second.retries(), 0);
 }
 
@@ -265,17 +270,28 @@ async fn an_outage_holds_the_append_until_storage_is_back() {
         .append(&batch(1, b"before the outage"))
         .await
         .unwrap();
+    buffer.flush().await.unwrap();
     let_azurite_save().await;
 
     azurite.kill();
+    let seq = buffer
+        .append(&batch(2, b"during the outage"))
+        .await
+        .unwrap();
+    assert_eq!(seq, 2);
     let appending = {
         let buffer = buffer.clone();
-        tokio::spawn(async move { buffer.append(&batch(2, b"during the outage")).await })
+        tokio::spawn(async move { buffer.flush().await })
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         !appending.is_finished(),
-        "append returned while storage was down"
+        "the segment was reported stored while storage was down"
+    );
+    assert_eq!(
+        buffer.published(),
+        1,
+        "a segment not yet stored is not visible to the target"
     );
     let since = buffer.unavailable_since().expect("marked unavailable");
     assert!(since.elapsed() >= Duration::from_secs(2));
@@ -284,12 +300,11 @@ async fn an_outage_holds_the_append_until_storage_is_back() {
     assert_eq!(metrics.retries.get(), buffer.retries());
 
     azurite.restart();
-    let seq = tokio::time::timeout(Duration::from_secs(30), appending)
+    tokio::time::timeout(Duration::from_secs(30), appending)
         .await
-        .expect("append finished once storage was back")
+        .expect("the segment was stored once storage was back")
         .unwrap()
         .unwrap();
-    assert_eq!(seq, 2);
     assert!(buffer.unavailable_since().is_none());
     assert_eq!(metrics.unavailable.get(), 0);
 
@@ -359,7 +374,10 @@ async fn permanent_failures_fail_fast_and_say_what_to_fix() {
     );
     read_only.recover(None).await.unwrap();
     let started = Instant::now();
-    let e = format!("{:#}", read_only.append(&batch(1, b"x")).await.unwrap_err());
+    read_only.append(&batch(1, b"x")).await.unwrap();
+    let e = format!("{:#}", read_only.flush().await.unwrap_err());
+    assert!(read_only.check().is_err(), "a failed upload stays failed");
+    assert!(read_only.append(&batch(2, b"y")).await.is_err());
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(e.contains("writing segment 1"), "{e}");
     assert!(e.contains("403"), "{e}");

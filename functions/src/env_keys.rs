@@ -40,9 +40,7 @@ pub fn vault_url_of(resource_id: &str) -> Option<String> {
 /// The API's answer to a key failure: transient faults are 503, what the user must fix is 409.
 pub fn key_error(e: KeyError) -> ApiError {
     match e {
-        KeyError::Unavailable { .. } => {
-            ApiError::Unavailable(format!("{e}; retry in a moment"))
-        }
+        KeyError::Unavailable { .. } => ApiError::Unavailable(format!("{e}; retry in a moment")),
         KeyError::Forbidden { .. } | KeyError::NotFound { .. } => ApiError::Conflict(e.to_string()),
         KeyError::Invalid(m) => ApiError::Internal(m),
     }
@@ -70,7 +68,9 @@ impl EnvironmentKeys {
             return Ok(c.clone());
         }
         let c = self.identity.credential().map_err(|e| {
-            ApiError::Unavailable(format!("the control plane has no usable Azure identity: {e}"))
+            ApiError::Unavailable(format!(
+                "the control plane has no usable Azure identity: {e}"
+            ))
         })?;
         *slot = Some(c.clone());
         Ok(c)
@@ -131,7 +131,10 @@ mod tests {
     #[test]
     fn vault_urls_come_from_resource_ids() {
         assert_eq!(
-            vault_url_of("/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-1").as_deref(),
+            vault_url_of(
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-1"
+            )
+            .as_deref(),
             Some("https://kv-1.vault.azure.net/")
         );
         assert_eq!(vault_url_of("/subscriptions/s"), None);

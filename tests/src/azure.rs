@@ -24,19 +24,28 @@ impl StandIns {
     /// Read the identities and endpoints `culvert local up` wrote under `state`.
     pub fn of(state: &Path) -> StandIns {
         let read = |p: PathBuf| -> Value {
-            serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-                .unwrap()
+            serde_json::from_str(
+                &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+            )
+            .unwrap()
         };
         StandIns {
             identities: read(state.join("azure/identities.json")),
             ready: read(state.join("azure/ready.json")),
-            http: reqwest::blocking::Client::builder().no_proxy().build().unwrap(),
+            http: reqwest::blocking::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap(),
         }
     }
 
     /// Base URL of a vault (`culvert-env`, `culvert-platform`).
     pub fn vault(&self, name: &str) -> String {
-        self.ready["vaults"][name].as_str().expect("vault").trim_end_matches('/').to_string()
+        self.ready["vaults"][name]
+            .as_str()
+            .expect("vault")
+            .trim_end_matches('/')
+            .to_string()
     }
 
     /// A Key Vault token for `who` (`control_plane`, `agent`, `bootstrap`).
@@ -47,9 +56,15 @@ impl StandIns {
             .query(&[
                 ("api-version", "2019-08-01"),
                 ("resource", "https://vault.azure.net"),
-                ("client_id", self.identities[who]["client_id"].as_str().unwrap()),
+                (
+                    "client_id",
+                    self.identities[who]["client_id"].as_str().unwrap(),
+                ),
             ])
-            .header("X-IDENTITY-HEADER", self.identities["header"].as_str().unwrap())
+            .header(
+                "X-IDENTITY-HEADER",
+                self.identities["header"].as_str().unwrap(),
+            )
             .header("metadata", "true")
             .send()
             .unwrap()

@@ -96,7 +96,15 @@ impl Stack {
         if self.culvert(&["env", "get", "demo"]).code != 0 {
             self.json(&["env", "create", "demo", "--local"]);
         }
-        let r = self.culvert(&["env", "wait", "demo", "--state", "ready", "--timeout", "120"]);
+        let r = self.culvert(&[
+            "env",
+            "wait",
+            "demo",
+            "--state",
+            "ready",
+            "--timeout",
+            "120",
+        ]);
         assert_eq!(r.code, 0, "{}", r.stderr);
         for (side, ty, port, db) in [
             ("src", "postgres-source", src.port, "app"),
@@ -108,9 +116,25 @@ impl Stack {
                 format!("database={db}"),
             );
             let args = [
-                "connector", "create", &connector, "--env", "demo", "--type", ty, "--set",
-                "host=127.0.0.1", "--set", &port, "--set", "user=postgres", "--set", &database,
-                "--set", "sslmode=disable", "--secret-env", "password=CULVERT_TEST_PW",
+                "connector",
+                "create",
+                &connector,
+                "--env",
+                "demo",
+                "--type",
+                ty,
+                "--set",
+                "host=127.0.0.1",
+                "--set",
+                &port,
+                "--set",
+                "user=postgres",
+                "--set",
+                &database,
+                "--set",
+                "sslmode=disable",
+                "--secret-env",
+                "password=CULVERT_TEST_PW",
             ];
             let r = self.culvert_env(&args, &[("CULVERT_TEST_PW", password)]);
             assert_eq!(r.code, 0, "{}", r.stderr);

@@ -23,7 +23,9 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
     let mut hits = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -55,7 +57,12 @@ fn agent_pids(state: &Path) -> Vec<u64> {
 }
 
 fn rotate(azure: &StandIns, key: &str) -> String {
-    let r = azure.post("culvert-env", &format!("/keys/{key}/rotate"), "bootstrap", &json!({}));
+    let r = azure.post(
+        "culvert-env",
+        &format!("/keys/{key}/rotate"),
+        "bootstrap",
+        &json!({}),
+    );
     assert_eq!(r.status, 200, "rotate {key}: {}", r.body);
     let kid = r.body["key"]["kid"].as_str().expect("kid").to_string();
     kid.rsplit('/').next().unwrap().to_string()
@@ -80,8 +87,15 @@ fn zero_knowledge_secrets_and_an_encrypted_blob_buffer() {
     });
 
     // The control plane's identity may encrypt with the environment key but not decrypt.
-    let store = stack_json(&state)["control_store"].as_str().unwrap().to_string();
-    let sealed = psql(&src, &store, "select sealed_secrets from connectors limit 1");
+    let store = stack_json(&state)["control_store"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sealed = psql(
+        &src,
+        &store,
+        "select sealed_secrets from connectors limit 1",
+    );
     let sealed: Value = serde_json::from_str(&sealed).expect("sealed secrets map");
     let envelope: Value =
         serde_json::from_str(sealed["password"].as_str().expect("sealed password")).unwrap();
@@ -92,20 +106,44 @@ fn zero_knowledge_secrets_and_an_encrypted_blob_buffer() {
     let body = json!({"alg": "RSA-OAEP-256", "value": envelope["ek"]});
     let refused = azure.post("culvert-env", &decrypt, "control_plane", &body);
     assert_eq!(refused.status, 403, "{}", refused.body);
-    let message = refused.body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("does not have keys decrypt permission"), "{message}");
+    let message = refused.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("does not have keys decrypt permission"),
+        "{message}"
+    );
     let encrypt = json!({"alg": "RSA-OAEP-256", "value": "AAEC"});
-    let allowed = azure.post("culvert-env", "/keys/culvert-credentials/encrypt", "control_plane", &encrypt);
+    let allowed = azure.post(
+        "culvert-env",
+        "/keys/culvert-credentials/encrypt",
+        "control_plane",
+        &encrypt,
+    );
     assert_eq!(allowed.status, 200, "{}", allowed.body);
     let opened = azure.post("culvert-env", &decrypt, "agent", &body);
     assert_eq!(opened.status, 200, "{}", opened.body);
-    assert_eq!(opened.body["value"].as_str().map(str::len), Some(43), "a 32-byte data key");
+    assert_eq!(
+        opened.body["value"].as_str().map(str::len),
+        Some(43),
+        "a 32-byte data key"
+    );
 
     // Storage outage mid-stream: Azurite dies (the stack restarts it); nothing is lost.
-    let azurite = stack_json(&state)["pids"]["azurite"].as_u64().expect("azurite pid");
-    src.sql("app", &format!("insert into items select g, '{MARKER}-' || g, 1 from generate_series(30001, 32000) g"));
+    let azurite = stack_json(&state)["pids"]["azurite"]
+        .as_u64()
+        .expect("azurite pid");
+    src.sql(
+        "app",
+        &format!(
+            "insert into items select g, '{MARKER}-' || g, 1 from generate_series(30001, 32000) g"
+        ),
+    );
     kill9(azurite);
-    src.sql("app", "update items set n = n + 1 where id % 3 = 0; delete from items where id % 11 = 0;");
+    src.sql(
+        "app",
+        "update items set n = n + 1 where id % 3 = 0; delete from items where id % 11 = 0;",
+    );
     wait_until(180, "replication after the storage outage", || {
         difference(&src, &dst, "items").is_none()
     });
@@ -114,12 +152,30 @@ fn zero_knowledge_secrets_and_an_encrypted_blob_buffer() {
     // and must still open; what is written after the restart uses the new version.
     let azurite_dir = state.join("azurite");
     dst.stop();
-    src.sql("app", &format!("insert into items select g, '{MARKER}-' || g, 2 from generate_series(40001, 45000) g"));
-    let old_buffer = azure.post("culvert-env", "/keys/culvert-buffer/wrapkey", "agent", &json!({"alg": "RSA-OAEP-256", "value": "AAEC"}));
-    let old_version = old_buffer.body["kid"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
-    wait_until(60, "segments wrapped by the current key version in Azurite", || {
-        !files_containing(&azurite_dir, &old_version).is_empty()
-    });
+    src.sql(
+        "app",
+        &format!(
+            "insert into items select g, '{MARKER}-' || g, 2 from generate_series(40001, 45000) g"
+        ),
+    );
+    let old_buffer = azure.post(
+        "culvert-env",
+        "/keys/culvert-buffer/wrapkey",
+        "agent",
+        &json!({"alg": "RSA-OAEP-256", "value": "AAEC"}),
+    );
+    let old_version = old_buffer.body["kid"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    wait_until(
+        60,
+        "segments wrapped by the current key version in Azurite",
+        || !files_containing(&azurite_dir, &old_version).is_empty(),
+    );
     let new_version = rotate(&azure, "culvert-buffer");
     rotate(&azure, "culvert-credentials");
     assert_ne!(new_version, old_version);
@@ -127,23 +183,37 @@ fn zero_knowledge_secrets_and_an_encrypted_blob_buffer() {
     for pid in agent_pids(&state) {
         kill9(pid);
     }
-    src.sql("app", "update items set n = n + 10 where id between 40001 and 41000;");
+    src.sql(
+        "app",
+        "update items set n = n + 10 where id between 40001 and 41000;",
+    );
     dst.restart();
     wait_until(180, "replication after the key rotation", || {
         difference(&src, &dst, "items").is_none()
     });
-    wait_until(60, "segments wrapped by the new key version in Azurite", || {
-        !files_containing(&azurite_dir, &new_version).is_empty()
-    });
+    wait_until(
+        60,
+        "segments wrapped by the new key version in Azurite",
+        || !files_containing(&azurite_dir, &new_version).is_empty(),
+    );
     let rotated_secret = "pw-after-rotation-71c2";
     let r = stack.culvert_env(
-        &["connector", "update", "items-src", "--secret-env", "password=CULVERT_TEST_PW"],
+        &[
+            "connector",
+            "update",
+            "items-src",
+            "--secret-env",
+            "password=CULVERT_TEST_PW",
+        ],
         &[("CULVERT_TEST_PW", rotated_secret)],
     );
     // The source cluster trusts local connections, so a new password keeps working; the new
     // envelope is sealed under the rotated credentials key.
     assert_eq!(r.code, 0, "{}", r.stderr);
-    src.sql("app", "insert into items values (50001, 'after the secret changed', 3)");
+    src.sql(
+        "app",
+        "insert into items values (50001, 'after the secret changed', 3)",
+    );
     wait_until(120, "replication with the resealed secret", || {
         difference(&src, &dst, "items").is_none()
     });
@@ -153,16 +223,26 @@ fn zero_knowledge_secrets_and_an_encrypted_blob_buffer() {
         .args(["--data-only", &store])
         .output()
         .unwrap();
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     let dump = String::from_utf8_lossy(&dump.stdout).to_string();
-    assert!(dump.contains("culvert-credentials"), "the dump holds the sealed secrets");
+    assert!(
+        dump.contains("culvert-credentials"),
+        "the dump holds the sealed secrets"
+    );
     for secret in [SECRET, rotated_secret] {
         assert!(!dump.contains(secret), "a password is in the control store");
         let hits = files_containing(&state, secret);
         assert!(hits.is_empty(), "a password is in plaintext in {hits:?}");
     }
     let hits = files_containing(&azurite_dir, MARKER);
-    assert!(hits.is_empty(), "source rows are in plaintext in storage: {hits:?}");
+    assert!(
+        hits.is_empty(),
+        "source rows are in plaintext in storage: {hits:?}"
+    );
     stack.down();
 }
 
@@ -172,6 +252,10 @@ fn psql(c: &Cluster, conninfo: &str, sql: &str) -> String {
         .args(["-X", "-q", "-A", "-t", "-d", conninfo, "-c", sql])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

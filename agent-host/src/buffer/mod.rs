@@ -299,6 +299,26 @@ pub struct Buffer {
     changed: Notify,
     prepared: OnceCell<()>,
     health: Health,
+    /// The segment after the one last handed out, read ahead while the target applies.
+    read_ahead: std::sync::Mutex<Option<ReadAhead>>,
+    /// The newest released segment; recorded in the store before segments are deleted.
+    released: AtomicU64,
+    /// Deletions of released segments still running.
+    housekeeping: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Uploads in flight at most (the source prepares the next batch meanwhile).
+    uploads: Arc<tokio::sync::Semaphore>,
+    /// The newest segment visible to the target (all before it are stored too).
+    published: tokio::sync::watch::Sender<u64>,
+    /// Why a segment could not be stored, once one could not.
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+/// Segments being uploaded at once.
+const UPLOADS_IN_FLIGHT: usize = 1;
+
+struct ReadAhead {
+    seq: u64,
+    task: tokio::task::JoinHandle<Result<Vec<u8>>>,
 }
 
 /// What survived in the buffer from an earlier run.
@@ -343,7 +363,53 @@ impl Buffer {
                 retries: AtomicU64::new(0),
                 metrics,
             },
+            read_ahead: std::sync::Mutex::new(None),
+            released: AtomicU64::new(0),
+            housekeeping: std::sync::Mutex::new(Vec::new()),
+            uploads: Arc::new(tokio::sync::Semaphore::new(UPLOADS_IN_FLIGHT)),
+            published: tokio::sync::watch::Sender::new(0),
+            failure: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Wait for deletions of released segments started so far.
+    pub async fn settle(&self) {
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.housekeeping.lock().expect("housekeeping lock"));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    fn drop_read_ahead(&self, at_or_before: u64) {
+        let mut slot = self.read_ahead.lock().expect("read-ahead lock");
+        if slot.as_ref().is_some_and(|r| r.seq <= at_or_before)
+            && let Some(r) = slot.take()
+        {
+            r.task.abort();
+        }
+    }
+
+    /// Start reading the segment after `seq`, if there is one, so the next `next` finds it ready.
+    async fn read_ahead_after(self: &Arc<Self>, seq: u64) {
+        let following = {
+            let index = self.index.lock().await;
+            index.entries.iter().find(|e| e.seq > seq).map(|e| e.seq)
+        };
+        let Some(following) = following else { return };
+        let me = self.clone();
+        let task = tokio::spawn(async move { me.read(following).await.map(|(_, plain)| plain) });
+        let old = self
+            .read_ahead
+            .lock()
+            .expect("read-ahead lock")
+            .replace(ReadAhead {
+                seq: following,
+                task,
+            });
+        if let Some(old) = old {
+            old.task.abort();
+        }
     }
 
     /// Since when the store or key service has been failing transiently (calls are being
@@ -430,7 +496,9 @@ impl Buffer {
     /// The newest segment released by an earlier run.
     async fn released_mark(&self) -> Result<u64> {
         let bytes = self
-            .retrying("reading the released mark", || self.store.get(RELEASED_MARK))
+            .retrying("reading the released mark", || {
+                self.store.get(RELEASED_MARK)
+            })
             .await?;
         Ok(bytes
             .get(..8)
@@ -461,6 +529,7 @@ impl Buffer {
         } else {
             0
         };
+        self.released.fetch_max(released, Ordering::SeqCst);
         let mut kept: Vec<Entry> = Vec::new();
         let mut discard = false;
         let mut max_seq = released;
@@ -525,6 +594,7 @@ impl Buffer {
         }
         let mut index = self.index.lock().await;
         index.next_seq = max_seq + 1;
+        self.published.send_replace(max_seq);
         index.bytes = kept.iter().map(|e| e.size).sum();
         let last_position = kept.last().map(|e| e.position.clone());
         let segments = kept.len();
@@ -563,8 +633,15 @@ impl Buffer {
     /// Durably append a batch; returns its sequence number. Returns only once the
     /// encrypted segment is stored (retrying through outages), so whatever the caller
     /// acknowledges afterwards is safe.
-    pub async fn append(&self, batch: &Batch) -> Result<u64> {
+    pub async fn append(self: &Arc<Self>, batch: &Batch) -> Result<u64> {
+        self.check()?;
         self.ensure_prepared().await?;
+        let permit = self
+            .uploads
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the upload semaphore is never closed");
         let plain = batch.encode();
         let seq = {
             let mut index = self.index.lock().await;
@@ -583,25 +660,76 @@ impl Buffer {
             })
             .await?;
         drop(plain);
-        let what = format!("writing segment {seq}");
-        self.retrying(&what, || self.store.put(seq, &sealed))
-            .await?;
         let size = sealed.len() as u64;
-        let mut index = self.index.lock().await;
-        index.bytes += size;
-        index.entries.push_back(Entry {
-            seq,
-            size,
-            position: batch.position.clone(),
-            appended: std::time::Instant::now(),
+        // Room is taken now, so the bound holds while uploads are in flight.
+        self.index.lock().await.bytes += size;
+        let me = self.clone();
+        let position = batch.position.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let what = format!("writing segment {seq}");
+            let stored = me.retrying(&what, || me.store.put(seq, &sealed)).await;
+            // Segments become visible in order, each only once it and all before it are stored.
+            let mut published = me.published.subscribe();
+            let _ = published
+                .wait_for(|p| *p + 1 >= seq || me.failure.lock().expect("failure lock").is_some())
+                .await;
+            let failed_before = me.failure.lock().expect("failure lock").is_some();
+            let mut index = me.index.lock().await;
+            match stored {
+                Ok(()) if !failed_before => {
+                    index.entries.push_back(Entry {
+                        seq,
+                        size,
+                        position,
+                        appended: std::time::Instant::now(),
+                    });
+                    drop(index);
+                    me.published.send_replace(seq);
+                }
+                outcome => {
+                    index.bytes -= size;
+                    drop(index);
+                    if let Err(e) = outcome {
+                        me.failure
+                            .lock()
+                            .expect("failure lock")
+                            .get_or_insert(format!("{e:#}"));
+                    }
+                    me.published.send_modify(|_| {});
+                }
+            }
+            me.changed.notify_waiters();
         });
-        drop(index);
-        self.changed.notify_waiters();
         Ok(seq)
     }
 
+    /// Fails once a segment could not be stored (a permanent fault): nothing after it is
+    /// handed to the target, and the pipeline must restart from what is durable.
+    pub fn check(&self) -> Result<()> {
+        match self.failure.lock().expect("failure lock").as_ref() {
+            Some(e) => bail!("a buffer segment could not be stored: {e}"),
+            None => Ok(()),
+        }
+    }
+
+    /// The newest segment the target may read (it and every one before it are stored).
+    pub fn published(&self) -> u64 {
+        *self.published.borrow()
+    }
+
+    /// Wait until every segment appended so far is stored (or one failed).
+    pub async fn flush(&self) -> Result<()> {
+        let last = self.index.lock().await.next_seq - 1;
+        let mut published = self.published.subscribe();
+        let _ = published
+            .wait_for(|p| *p >= last || self.failure.lock().expect("failure lock").is_some())
+            .await;
+        self.check()
+    }
+
     /// The oldest segment not yet handed out, waiting up to `wait` for one.
-    pub async fn next(&self, wait: std::time::Duration) -> Result<Option<(u64, Batch)>> {
+    pub async fn next(self: &Arc<Self>, wait: std::time::Duration) -> Result<Option<(u64, Batch)>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.changed.notified();
@@ -614,10 +742,28 @@ impl Buffer {
                     .map(|e| e.seq)
             };
             if let Some(seq) = candidate {
-                let (_, plain) = self.read(seq).await?;
+                let ready = {
+                    let mut slot = self.read_ahead.lock().expect("read-ahead lock");
+                    match slot.take() {
+                        Some(r) if r.seq == seq => Some(r.task),
+                        Some(r) => {
+                            r.task.abort();
+                            None
+                        }
+                        None => None,
+                    }
+                };
+                let plain = match ready {
+                    Some(task) => match task.await {
+                        Ok(read) => read?,
+                        Err(_) => self.read(seq).await?.1,
+                    },
+                    None => self.read(seq).await?.1,
+                };
                 let batch = Batch::decode(&plain)
                     .with_context(|| format!("reading buffer segment {seq}"))?;
                 self.index.lock().await.delivered = seq;
+                self.read_ahead_after(seq).await;
                 return Ok(Some((seq, batch)));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -638,11 +784,12 @@ impl Buffer {
 
     /// Hand out segments again from the oldest one kept (after the target restarts).
     pub async fn rewind(&self) {
+        self.drop_read_ahead(u64::MAX);
         self.index.lock().await.delivered = 0;
     }
 
     /// The target committed segment `seq`: delete it and everything before it.
-    pub async fn release(&self, seq: u64) -> Result<()> {
+    pub async fn release(self: &Arc<Self>, seq: u64) -> Result<()> {
         let released: Vec<u64> = {
             let mut index = self.index.lock().await;
             let mut out = Vec::new();
@@ -657,17 +804,35 @@ impl Buffer {
         // segment left behind by a crash here is at or before the committed position,
         // so `recover` deletes it).
         self.changed.notify_waiters();
-        // The mark goes first: recovery then knows which segments must still exist.
-        if let Some(last) = released.last() {
-            let mark = last.to_be_bytes();
-            self.retrying("recording released segments", || {
-                self.store.put(RELEASED_MARK, &mark)
-            })
-            .await?;
-        }
-        for s in released {
-            self.delete(s).await?;
-        }
+        self.drop_read_ahead(seq);
+        let Some(last) = released.last().copied() else {
+            return Ok(());
+        };
+        self.released.fetch_max(last, Ordering::SeqCst);
+        // Deleting is housekeeping, off the target's path. The mark goes first, so recovery
+        // knows which segments must still exist; a mark that lands late is only older, which
+        // makes recovery resend more, never less.
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            let mark = me.released.load(Ordering::SeqCst).to_be_bytes();
+            let result = async {
+                me.retrying("recording released segments", || {
+                    me.store.put(RELEASED_MARK, &mark)
+                })
+                .await?;
+                for s in released {
+                    me.delete(s).await?;
+                }
+                anyhow::Ok(())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(store = %me.store.describe(), error = %format!("{e:#}"), "cannot delete released buffer segments; the next start deletes them");
+            }
+        });
+        let mut tasks = self.housekeeping.lock().expect("housekeeping lock");
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
         Ok(())
     }
 }
@@ -711,8 +876,10 @@ mod tests {
         let buffer = open();
         for pos in 1..=4 {
             buffer.append(&batch(Kind::Changes, pos, 10)).await.unwrap();
+            buffer.flush().await.unwrap();
         }
         buffer.release(1).await.unwrap();
+        buffer.settle().await;
         // A restart keeps 2..4: the released mark says 1 is gone on purpose.
         let again = open();
         let rec = again.recover(Some(&[1, 1])).await.unwrap();
@@ -725,9 +892,12 @@ mod tests {
         assert_eq!(rec.last_position, None);
         // Numbering continues after the released mark, so the next recovery finds no false hole.
         let seq = third.append(&batch(Kind::Changes, 5, 10)).await.unwrap();
+        third.flush().await.unwrap();
         assert!(seq > 1, "{seq}");
         third.release(seq).await.unwrap();
+        third.settle().await;
         let seq2 = third.append(&batch(Kind::Changes, 6, 10)).await.unwrap();
+        third.flush().await.unwrap();
         let fourth = open();
         let rec = fourth.recover(Some(&[1, 5])).await.unwrap();
         assert_eq!(rec.segments, 1);
@@ -742,6 +912,7 @@ mod tests {
         let open = || Buffer::open(&config(&url), BufferMetrics::default()).unwrap();
         let buffer = open();
         buffer.append(&batch(Kind::Changes, 1, 800)).await.unwrap();
+        buffer.flush().await.unwrap();
         assert!(!buffer.wait_for_room(Duration::from_millis(10)).await);
         let (seq, b) = buffer
             .next(Duration::from_millis(10))
@@ -750,7 +921,9 @@ mod tests {
             .unwrap();
         assert_eq!(b.position, vec![1, 1]);
         buffer.append(&batch(Kind::Changes, 2, 10)).await.unwrap();
+        buffer.flush().await.unwrap();
         buffer.release(seq).await.unwrap();
+        buffer.settle().await;
         assert!(buffer.wait_for_room(Duration::from_millis(10)).await);
 
         // A new process sees what was not released.
@@ -765,6 +938,7 @@ mod tests {
             .unwrap();
         assert_eq!(b.position, vec![1, 2]);
         again.append(&batch(Kind::Snapshot, 3, 10)).await.unwrap();
+        again.flush().await.unwrap();
         let third = open();
         assert_eq!(third.recover(None).await.unwrap().segments, 0);
         assert_eq!(third.retries(), 0);
@@ -779,6 +953,7 @@ mod tests {
         let mut b = batch(Kind::Changes, 1, 0);
         b.tables[0].ipc = b"very recognisable row data".repeat(4);
         buffer.append(&b).await.unwrap();
+        buffer.flush().await.unwrap();
         let ring = dir.path().join("buf.keyring.json");
         let mode = std::fs::metadata(&ring).unwrap().permissions();
         assert_eq!(
@@ -818,6 +993,7 @@ mod tests {
         let url = format!("file://{}/buf", dir.path().display());
         let buffer = Buffer::open(&config(&url), BufferMetrics::default()).unwrap();
         buffer.append(&batch(Kind::Changes, 1, 10)).await.unwrap();
+        buffer.flush().await.unwrap();
         let mut other = config(&url);
         other.key = Some(format!("file://{}/other.json", dir.path().display()));
         let again = Buffer::open(&other, BufferMetrics::default()).unwrap();

@@ -77,7 +77,10 @@ impl BufferPlace {
     pub fn local(state_dir: &Path) -> BufferPlace {
         BufferPlace {
             base: format!("file://{}", state_dir.join("buffers").display()),
-            key: format!("file://{}", state_dir.join("keys/buffer-keyring.json").display()),
+            key: format!(
+                "file://{}",
+                state_dir.join("keys/buffer-keyring.json").display()
+            ),
         }
     }
 

@@ -76,7 +76,8 @@ fn secrets_key(opts: &Options) -> Result<Option<Arc<dyn KeyEncryptionKey>>> {
     };
     let pem = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the sealing key {}", path.display()))?;
-    let key = OpeningKey::from_pem(&pem).with_context(|| format!("sealing key {}", path.display()))?;
+    let key =
+        OpeningKey::from_pem(&pem).with_context(|| format!("sealing key {}", path.display()))?;
     Ok(Some(Arc::new(key)))
 }
 

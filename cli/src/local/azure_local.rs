@@ -126,16 +126,34 @@ pub fn identities(files: &Files) -> Result<Identities> {
         bootstrap: new_identity(),
     };
     std::fs::create_dir_all(&files.dir)?;
-    write_atomic(&files.identities(), &serde_json::to_string_pretty(&ids)?, 0o600)?;
+    write_atomic(
+        &files.identities(),
+        &serde_json::to_string_pretty(&ids)?,
+        0o600,
+    )?;
     Ok(ids)
 }
 
 /// Write the stand-ins' configuration for these ports.
-pub fn write_config(files: &Files, ids: &Identities, token_port: u16, vault_ports: (u16, u16)) -> Result<()> {
-    let policy = |who: &Identity, keys: &[&str], secrets: &[&str]| {
-        serde_json::json!({"object_id": who.object_id, "keys": keys, "secrets": secrets})
-    };
-    let all_keys = ["get", "list", "create", "update", "delete", "encrypt", "decrypt", "wrapKey", "unwrapKey", "rotate"];
+pub fn write_config(
+    files: &Files,
+    ids: &Identities,
+    token_port: u16,
+    vault_ports: (u16, u16),
+) -> Result<()> {
+    let policy = |who: &Identity, keys: &[&str], secrets: &[&str]| serde_json::json!({"object_id": who.object_id, "keys": keys, "secrets": secrets});
+    let all_keys = [
+        "get",
+        "list",
+        "create",
+        "update",
+        "delete",
+        "encrypt",
+        "decrypt",
+        "wrapKey",
+        "unwrapKey",
+        "rotate",
+    ];
     let all_secrets = ["get", "list", "set", "delete"];
     let config = serde_json::json!({
         "tenant_id": ids.tenant_id,
@@ -167,7 +185,11 @@ pub fn write_config(files: &Files, ids: &Identities, token_port: u16, vault_port
         ],
     });
     std::fs::create_dir_all(files.state_dir())?;
-    write_atomic(&files.config(), &serde_json::to_string_pretty(&config)?, 0o600)
+    write_atomic(
+        &files.config(),
+        &serde_json::to_string_pretty(&config)?,
+        0o600,
+    )
 }
 
 /// The endpoints from the ready file, if the stand-ins wrote it.
@@ -208,7 +230,10 @@ async fn token(http: &reqwest::Client, ids: &Identities, ep: &Endpoints) -> Resu
         .await
         .context("the local token endpoint does not answer")?;
     if !reply.status().is_success() {
-        bail!("the local token endpoint refused the bootstrap identity: {}", reply.status());
+        bail!(
+            "the local token endpoint refused the bootstrap identity: {}",
+            reply.status()
+        );
     }
     Ok(reply.json::<Token>().await?.access_token)
 }
@@ -220,7 +245,11 @@ pub async fn bootstrap(ids: &Identities, ep: &Endpoints) -> Result<()> {
     let env_vault = ep.vault(ENV_VAULT)?;
     for key in [CREDENTIALS_KEY, BUFFER_KEY] {
         let url = format!("{env_vault}/keys/{key}?api-version=7.5");
-        let exists = http.get(&url).header("Authorization", &bearer).send().await?;
+        let exists = http
+            .get(&url)
+            .header("Authorization", &bearer)
+            .send()
+            .await?;
         if exists.status().is_success() {
             continue;
         }
@@ -232,7 +261,10 @@ pub async fn bootstrap(ids: &Identities, ep: &Endpoints) -> Result<()> {
             .send()
             .await?;
         if !created.status().is_success() {
-            bail!("creating key {key} in the local vault failed: {}", created.text().await.unwrap_or_default());
+            bail!(
+                "creating key {key} in the local vault failed: {}",
+                created.text().await.unwrap_or_default()
+            );
         }
     }
     let platform = ep.vault(PLATFORM_VAULT)?;
@@ -254,7 +286,10 @@ pub async fn bootstrap(ids: &Identities, ep: &Endpoints) -> Result<()> {
             .send()
             .await?;
         if !set.status().is_success() {
-            bail!("creating the master key in the local vault failed: {}", set.status());
+            bail!(
+                "creating the master key in the local vault failed: {}",
+                set.status()
+            );
         }
     }
     Ok(())

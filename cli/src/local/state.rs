@@ -296,5 +296,4 @@ mod tests {
             & 0o777;
         assert_eq!(mode, 0o600);
     }
-
 }

@@ -198,7 +198,10 @@ async fn start(
         process::reuse_or_free(recorded.vault_platform)?,
         process::reuse_or_free(recorded.vault_env)?,
     );
-    while vault_ports.0 == vault_ports.1 || token_port == vault_ports.0 || token_port == vault_ports.1 {
+    while vault_ports.0 == vault_ports.1
+        || token_port == vault_ports.0
+        || token_port == vault_ports.1
+    {
         vault_ports = (process::free_port()?, process::free_port()?);
     }
     azure_local::write_config(&files, &ids, token_port, vault_ports)?;
@@ -236,7 +239,8 @@ async fn start(
             state.log("azure").display()
         );
     }
-    let endpoints = azure_local::endpoints(&files).context("the Azure stand-ins' ready file is unreadable")?;
+    let endpoints =
+        azure_local::endpoints(&files).context("the Azure stand-ins' ready file is unreadable")?;
     azure_local::bootstrap(&ids, &endpoints).await?;
     let env_vault = endpoints.vault_https(ENV_VAULT)?;
     let platform_vault = endpoints.vault_https(PLATFORM_VAULT)?;
@@ -248,8 +252,15 @@ async fn start(
             .args(["create-admin-key", "--name", "local admin", "--out"])
             .arg(state.admin_key())
             .env("CULVERT_CONTROL_STORE", &control_store)
-            .env("CULVERT_MASTER_KEY_SECRET_URL", format!("{platform_vault}/secrets/{MASTER_KEY_SECRET}"))
-            .envs(azure_local::identity_env(&ids, &endpoints, &ids.control_plane))
+            .env(
+                "CULVERT_MASTER_KEY_SECRET_URL",
+                format!("{platform_vault}/secrets/{MASTER_KEY_SECRET}"),
+            )
+            .envs(azure_local::identity_env(
+                &ids,
+                &endpoints,
+                &ids.control_plane,
+            ))
             .stdin(std::process::Stdio::null())
             .output()
             .await
@@ -322,7 +333,11 @@ async fn start(
             format!("http://127.0.0.1:{compute_port}"),
         ),
     ];
-    env.extend(azure_local::identity_env(&ids, &endpoints, &ids.control_plane));
+    env.extend(azure_local::identity_env(
+        &ids,
+        &endpoints,
+        &ids.control_plane,
+    ));
     let make: MakeCommand = Box::new(move || {
         let mut c = tokio::process::Command::new(&host);
         c.arg("--app-root")

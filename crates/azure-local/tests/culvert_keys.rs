@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 fn config() -> Value {
-    let ident = |i: &Ident| json!({"name": i.name, "client_id": i.client_id, "object_id": i.object_id});
+    let ident =
+        |i: &Ident| json!({"name": i.name, "client_id": i.client_id, "object_id": i.object_id});
     json!({
         "tenant_id": TENANT,
         "identities": [ident(&ADMIN), ident(&AGENT), ident(&CONTROL)],
@@ -39,9 +40,21 @@ async fn admin(server: &LocalAzure, method: &str, path: &str, body: Value) -> Va
     r.json().await.unwrap()
 }
 
-fn child(server: &LocalAzure, who: &Ident, scenario: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+fn child(
+    server: &LocalAzure,
+    who: &Ident,
+    scenario: &str,
+    extra: &[(&str, &str)],
+) -> BTreeMap<String, String> {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["key_child", "--exact", "--include-ignored", "--nocapture", "--test-threads", "1"])
+        .args([
+            "key_child",
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env("IDENTITY_ENDPOINT", &server.identity_endpoint)
         .env("IDENTITY_HEADER", HEADER)
         .env_remove("IDENTITY_SERVER_THUMBPRINT")
@@ -73,13 +86,28 @@ fn child(server: &LocalAzure, who: &Ident, scenario: &str, extra: &[(&str, &str)
 async fn the_control_plane_seals_agents_open_and_refusals_name_the_permission() {
     let dir = tempfile::tempdir().unwrap();
     let server = LocalAzure::start_with(dir.path(), &config());
-    admin(&server, "POST", "/keys/culvert-credentials/create", json!({"kty": "RSA", "key_size": 2048})).await;
+    admin(
+        &server,
+        "POST",
+        "/keys/culvert-credentials/create",
+        json!({"kty": "RSA", "key_size": 2048}),
+    )
+    .await;
     let sealed = child(&server, &CONTROL, "seal", &[]);
-    assert!(sealed["kid"].contains("/keys/culvert-credentials/"), "{sealed:?}");
+    assert!(
+        sealed["kid"].contains("/keys/culvert-credentials/"),
+        "{sealed:?}"
+    );
     assert_eq!(sealed["open_error_kind"], "forbidden");
     assert_eq!(sealed["open_error_permission"], "decrypt");
-    assert!(sealed["open_error"].contains(&sealed["kid"]), "the error names the key: {sealed:?}");
-    assert!(sealed["open_error"].contains("does not have keys decrypt permission"), "{sealed:?}");
+    assert!(
+        sealed["open_error"].contains(&sealed["kid"]),
+        "the error names the key: {sealed:?}"
+    );
+    assert!(
+        sealed["open_error"].contains("does not have keys decrypt permission"),
+        "{sealed:?}"
+    );
     let opened = child(&server, &AGENT, "open", &[("SEALED", &sealed["envelope"])]);
     assert_eq!(opened["plain"], "s3cret");
 }
@@ -88,7 +116,13 @@ async fn the_control_plane_seals_agents_open_and_refusals_name_the_permission() 
 async fn data_keys_survive_rotation_and_throttling_is_transient() {
     let dir = tempfile::tempdir().unwrap();
     let server = LocalAzure::start_with(dir.path(), &config());
-    admin(&server, "POST", "/keys/culvert-buffer/create", json!({"kty": "RSA", "key_size": 2048})).await;
+    admin(
+        &server,
+        "POST",
+        "/keys/culvert-buffer/create",
+        json!({"kty": "RSA", "key_size": 2048}),
+    )
+    .await;
     let before = child(&server, &AGENT, "wrap", &[]);
     admin(&server, "POST", "/keys/culvert-buffer/rotate", json!({})).await;
     let after = child(&server, &AGENT, "wrap", &[]);
@@ -97,7 +131,13 @@ async fn data_keys_survive_rotation_and_throttling_is_transient() {
         &server,
         &AGENT,
         "unwrap",
-        &[("KIDS", &format!("{} {}", before["kid"], after["kid"])), ("WRAPPED", &format!("{} {}", before["wrapped"], after["wrapped"]))],
+        &[
+            ("KIDS", &format!("{} {}", before["kid"], after["kid"])),
+            (
+                "WRAPPED",
+                &format!("{} {}", before["wrapped"], after["wrapped"]),
+            ),
+        ],
     );
     assert_eq!(both["unwrapped"], "2");
     // More 429s than the client retries: the caller sees a transient fault with the wait.
@@ -145,26 +185,40 @@ async fn run(scenario: &str) {
     };
     match scenario {
         "seal" | "open" => {
-            let key = KeyVaultKey::new(&format!("{vault}/keys/culvert-credentials"), credential, KeyUse::Secrets).unwrap();
+            let key = KeyVaultKey::new(
+                &format!("{vault}/keys/culvert-credentials"),
+                credential,
+                KeyUse::Secrets,
+            )
+            .unwrap();
             if scenario == "seal" {
                 let envelope = culvert_sealing::seal(&key, b"s3cret").await.unwrap();
                 out("kid", &culvert_sealing::sealed_kid(&envelope).unwrap());
                 out("envelope", &b64.encode(&envelope));
                 let err = culvert_sealing::open(&key, &envelope).await.unwrap_err();
-                let culvert_sealing::SealError::Key(k) = &err else { panic!("{err}") };
+                let culvert_sealing::SealError::Key(k) = &err else {
+                    panic!("{err}")
+                };
                 out("open_error_kind", kind(k));
                 if let KeyError::Forbidden { permission, .. } = k {
                     out("open_error_permission", permission);
                 }
                 out("open_error", &k.to_string().replace('\n', " "));
             } else {
-                let envelope = String::from_utf8(b64.decode(std::env::var("SEALED").unwrap()).unwrap()).unwrap();
+                let envelope =
+                    String::from_utf8(b64.decode(std::env::var("SEALED").unwrap()).unwrap())
+                        .unwrap();
                 let plain = culvert_sealing::open(&key, &envelope).await.unwrap();
                 out("plain", &String::from_utf8(plain).unwrap());
             }
         }
         "wrap" => {
-            let key = KeyVaultKey::new(&format!("{vault}/keys/culvert-buffer"), credential, KeyUse::DataKeys).unwrap();
+            let key = KeyVaultKey::new(
+                &format!("{vault}/keys/culvert-buffer"),
+                credential,
+                KeyUse::DataKeys,
+            )
+            .unwrap();
             match key.wrap(&[7u8; 32]).await {
                 Ok(w) => {
                     out("kid", &w.kid);
@@ -177,12 +231,21 @@ async fn run(scenario: &str) {
             }
         }
         "unwrap" => {
-            let key = KeyVaultKey::new(&format!("{vault}/keys/culvert-buffer"), credential, KeyUse::DataKeys).unwrap();
+            let key = KeyVaultKey::new(
+                &format!("{vault}/keys/culvert-buffer"),
+                credential,
+                KeyUse::DataKeys,
+            )
+            .unwrap();
             let kids = std::env::var("KIDS").unwrap();
             let wrapped = std::env::var("WRAPPED").unwrap();
             let mut n = 0;
             for (kid, bytes) in kids.split(' ').zip(wrapped.split(' ')) {
-                let w = Wrapped { kid: kid.into(), alg: "RSA-OAEP-256".into(), bytes: b64.decode(bytes).unwrap() };
+                let w = Wrapped {
+                    kid: kid.into(),
+                    alg: "RSA-OAEP-256".into(),
+                    bytes: b64.decode(bytes).unwrap(),
+                };
                 assert_eq!(key.unwrap(&w).await.unwrap(), vec![7u8; 32]);
                 n += 1;
             }

@@ -94,8 +94,8 @@ pub fn classify(e: &azure_core::Error) -> Fault {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use azure_core::http::headers::Headers;
     use azure_core::http::RawResponse;
+    use azure_core::http::headers::Headers;
 
     fn http(status: StatusCode, headers: Headers, body: &str) -> azure_core::Error {
         ErrorKind::HttpResponse {

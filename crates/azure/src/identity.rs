@@ -116,7 +116,9 @@ impl std::fmt::Display for CredentialSource {
             CredentialSource::ManagedIdentity { client_id: None } => {
                 f.write_str("system-assigned managed identity")
             }
-            CredentialSource::ManagedIdentity { client_id: Some(id) } => {
+            CredentialSource::ManagedIdentity {
+                client_id: Some(id),
+            } => {
                 write!(f, "managed identity {id}")
             }
             CredentialSource::WorkloadIdentity => f.write_str("workload identity"),

@@ -137,7 +137,9 @@ impl KeyVaultKey {
                 detail,
             },
             Fault::NotFound => KeyError::NotFound { resource, detail },
-            Fault::Permanent => KeyError::Invalid(format!("{resource}: {operation} failed: {detail}")),
+            Fault::Permanent => {
+                KeyError::Invalid(format!("{resource}: {operation} failed: {detail}"))
+            }
         }
     }
 
@@ -178,11 +180,14 @@ impl KeyEncryptionKey for KeyVaultKey {
             KeyUse::DataKeys => self.client.wrap_key(&self.name, params, None).await,
         }
         .map_err(|e| self.fault(self.key_url(), op, e))?;
-        let result = reply
-            .into_model()
-            .map_err(|e| KeyError::Invalid(format!("{}: unreadable {op} reply: {e}", self.key_url())))?;
+        let result = reply.into_model().map_err(|e| {
+            KeyError::Invalid(format!("{}: unreadable {op} reply: {e}", self.key_url()))
+        })?;
         let kid = result.kid.ok_or_else(|| {
-            KeyError::Invalid(format!("{}: the {op} reply names no key version", self.key_url()))
+            KeyError::Invalid(format!(
+                "{}: the {op} reply names no key version",
+                self.key_url()
+            ))
         })?;
         let bytes = result.result.ok_or_else(|| {
             KeyError::Invalid(format!("{}: the {op} reply has no value", self.key_url()))
@@ -207,7 +212,11 @@ impl KeyEncryptionKey for KeyVaultKey {
             .try_into()
             .map_err(|e: azure_core::Error| KeyError::Invalid(e.to_string()))?;
         let reply = match self.usage {
-            KeyUse::Secrets => self.client.decrypt(&self.name, &version, params, None).await,
+            KeyUse::Secrets => {
+                self.client
+                    .decrypt(&self.name, &version, params, None)
+                    .await
+            }
             KeyUse::DataKeys => {
                 self.client
                     .unwrap_key(&self.name, &version, params, None)
@@ -219,7 +228,9 @@ impl KeyEncryptionKey for KeyVaultKey {
             .into_model()
             .ok()
             .and_then(|r| r.result)
-            .ok_or_else(|| KeyError::Invalid(format!("{}: the {op} reply has no value", wrapped.kid)))
+            .ok_or_else(|| {
+                KeyError::Invalid(format!("{}: the {op} reply has no value", wrapped.kid))
+            })
     }
 }
 
@@ -235,7 +246,8 @@ mod tests {
         assert_eq!(name, "culvert-credentials");
         assert_eq!(version, None);
         let (_, _, version) =
-            parse_key_url("https://127.0.0.1:9000/keys/k/0123456789abcdef0123456789abcdef").unwrap();
+            parse_key_url("https://127.0.0.1:9000/keys/k/0123456789abcdef0123456789abcdef")
+                .unwrap();
         assert_eq!(version.as_deref(), Some("0123456789abcdef0123456789abcdef"));
         for bad in ["not a url", "https://kv/secrets/x", "ftp://kv/keys/x"] {
             let e = parse_key_url(bad).unwrap_err();

@@ -88,7 +88,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,typespec_client_core=warn,azure_core=warn")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                EnvFilter::new("info,typespec_client_core=warn,azure_core=warn")
+            }),
         )
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -125,9 +125,15 @@ mod tests {
         let sealed = seal(&public, br#"{"password":"hunter2"}"#).await.unwrap();
         assert!(!sealed.contains("hunter2"));
         assert_eq!(sealed_kid(&sealed).unwrap(), private.kid());
-        assert_eq!(open(private, &sealed).await.unwrap(), br#"{"password":"hunter2"}"#);
+        assert_eq!(
+            open(private, &sealed).await.unwrap(),
+            br#"{"password":"hunter2"}"#
+        );
         let again = OpeningKey::from_pem(&private.to_pem()).unwrap();
-        assert_eq!(open(&again, &sealed).await.unwrap(), br#"{"password":"hunter2"}"#);
+        assert_eq!(
+            open(&again, &sealed).await.unwrap(),
+            br#"{"password":"hunter2"}"#
+        );
         assert!(matches!(
             open(&public, &sealed).await,
             Err(SealError::Key(KeyError::Forbidden { .. }))

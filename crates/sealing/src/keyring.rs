@@ -170,7 +170,9 @@ impl KeyEncryptionKey for Keyring {
         Aes256Gcm::new_from_slice(key)
             .expect("32-byte key")
             .decrypt(Nonce::from_slice(iv), Payload { msg: ct, aad: AAD })
-            .map_err(|_| KeyError::Invalid("wrapped data key does not open (tampered or another key)".into()))
+            .map_err(|_| {
+                KeyError::Invalid("wrapped data key does not open (tampered or another key)".into())
+            })
     }
 }
 
@@ -193,8 +195,14 @@ mod tests {
         assert_eq!(reopened.unwrap(&new).await.unwrap(), vec![8u8; 32]);
         let mut tampered = new.clone();
         tampered.bytes[20] ^= 1;
-        assert!(matches!(reopened.unwrap(&tampered).await, Err(KeyError::Invalid(_))));
+        assert!(matches!(
+            reopened.unwrap(&tampered).await,
+            Err(KeyError::Invalid(_))
+        ));
         let mode = std::fs::metadata(&path).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
     }
 }

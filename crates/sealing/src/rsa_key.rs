@@ -145,6 +145,10 @@ impl KeyEncryptionKey for OpeningKey {
         }
         self.key
             .decrypt(Oaep::new::<Sha256>(), &wrapped.bytes)
-            .map_err(|_| KeyError::Invalid("the wrapped data key does not open (tampered or another key)".into()))
+            .map_err(|_| {
+                KeyError::Invalid(
+                    "the wrapped data key does not open (tampered or another key)".into(),
+                )
+            })
     }
 }
