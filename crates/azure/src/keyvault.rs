@@ -35,31 +35,10 @@ pub struct KeyVaultKey {
     usage: KeyUse,
 }
 
-/// The vault base URL and the key name of `https://VAULT/keys/NAME[/VERSION]`.
+/// The vault base URL, the key name and the version of `https://VAULT/keys/NAME[/VERSION]`.
 pub fn parse_key_url(key_url: &str) -> Result<(Url, String, Option<String>), KeyError> {
-    let bad = |why: &str| {
-        KeyError::Invalid(format!(
-            "`{key_url}` is not a Key Vault key URL ({why}); expected https://VAULT.vault.azure.net/keys/NAME"
-        ))
-    };
-    let url = Url::parse(key_url).map_err(|_| bad("not a URL"))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(bad("scheme must be https"));
-    }
-    let segments: Vec<&str> = url
-        .path_segments()
-        .map(|s| s.filter(|p| !p.is_empty()).collect())
-        .unwrap_or_default();
-    let (name, version) = match segments.as_slice() {
-        ["keys", name] => (*name, None),
-        ["keys", name, version] => (*name, Some(version.to_string())),
-        _ => return Err(bad("the path must be /keys/NAME")),
-    };
-    let mut vault = url.clone();
-    vault.set_path("/");
-    vault.set_query(None);
-    vault.set_fragment(None);
-    Ok((vault, name.to_string(), version))
+    let o = crate::vault_url::parse(key_url, "keys").map_err(KeyError::Invalid)?;
+    Ok((o.vault, o.name, o.version))
 }
 
 impl KeyVaultKey {

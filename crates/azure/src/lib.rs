@@ -7,3 +7,4 @@ pub mod keyvault;
 pub mod sas;
 pub mod secrets;
 pub mod transport;
+pub mod vault_url;

@@ -84,29 +84,8 @@ pub struct SecretVersion {
 
 /// The vault base URL, the secret name and the version of `https://VAULT/secrets/NAME[/VERSION]`.
 pub fn parse_secret_url(secret_url: &str) -> Result<(Url, String, Option<String>), SecretError> {
-    let bad = |why: &str| {
-        SecretError::Invalid(format!(
-            "`{secret_url}` is not a Key Vault secret URL ({why}); expected https://VAULT.vault.azure.net/secrets/NAME"
-        ))
-    };
-    let url = Url::parse(secret_url).map_err(|_| bad("not a URL"))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(bad("scheme must be https"));
-    }
-    let segments: Vec<&str> = url
-        .path_segments()
-        .map(|s| s.filter(|p| !p.is_empty()).collect())
-        .unwrap_or_default();
-    let (name, version) = match segments.as_slice() {
-        ["secrets", name] => (*name, None),
-        ["secrets", name, version] => (*name, Some(version.to_string())),
-        _ => return Err(bad("the path must be /secrets/NAME")),
-    };
-    let mut vault = url.clone();
-    vault.set_path("/");
-    vault.set_query(None);
-    vault.set_fragment(None);
-    Ok((vault, name.to_string(), version))
+    let o = crate::vault_url::parse(secret_url, "secrets").map_err(SecretError::Invalid)?;
+    Ok((o.vault, o.name, o.version))
 }
 
 /// The service's message, or the error with its causes: the SDK's outer text alone ("will not
