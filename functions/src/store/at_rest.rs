@@ -17,7 +17,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rand::RngCore;
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::{Sql, Store};
 use crate::error::{ApiError, ApiResult};
@@ -237,76 +236,23 @@ pub async fn seal_plaintext(store: &Store, keys: &KeySet) -> Result<u64, StoreSe
     tx.batch_execute("lock table connectors, environments, idempotency_keys in exclusive mode")
         .await?;
     let mut sealed = 0u64;
-    loop {
-        let rows = tx
-            .q(
-                "select id, config from connectors where config is not null limit $1",
-                &[&BATCH],
-            )
-            .await?;
-        if rows.is_empty() {
-            break;
+    for t in &TARGETS {
+        loop {
+            let rows = tx.q(t.seal_select, &[&BATCH]).await?;
+            if rows.is_empty() {
+                break;
+            }
+            for r in &rows {
+                let (row, k1, k2) = t.row(r);
+                let value: Value = r.get(t.value_column());
+                let s = seal_json(keys, t.field, &row, &value);
+                match k2 {
+                    Some(k2) => tx.exec(t.seal_update, &[&k1, &s, &k2]).await?,
+                    None => tx.exec(t.seal_update, &[&k1, &s]).await?,
+                };
+            }
+            sealed += rows.len() as u64;
         }
-        for r in &rows {
-            let id: Uuid = r.get(0);
-            let value: Value = r.get(1);
-            let s = seal_json(keys, CONNECTOR_CONFIG, &id.to_string(), &value);
-            tx.exec(
-                "update connectors set config_sealed = $2, config = null where id = $1",
-                &[&id, &s],
-            )
-            .await?;
-        }
-        sealed += rows.len() as u64;
-    }
-    loop {
-        let rows = tx
-            .q(
-                "select id, azure from environments where azure is not null limit $1",
-                &[&BATCH],
-            )
-            .await?;
-        if rows.is_empty() {
-            break;
-        }
-        for r in &rows {
-            let id: Uuid = r.get(0);
-            let value: Value = r.get(1);
-            let s = seal_json(keys, ENVIRONMENT_AZURE, &id.to_string(), &value);
-            tx.exec(
-                "update environments set azure_sealed = $2, azure = null where id = $1",
-                &[&id, &s],
-            )
-            .await?;
-        }
-        sealed += rows.len() as u64;
-    }
-    loop {
-        let rows = tx
-            .q(
-                "select principal, key, body from idempotency_keys where body is not null limit $1",
-                &[&BATCH],
-            )
-            .await?;
-        if rows.is_empty() {
-            break;
-        }
-        for r in &rows {
-            let (principal, key): (String, String) = (r.get(0), r.get(1));
-            let value: Value = r.get(2);
-            let s = seal_json(
-                keys,
-                IDEMPOTENCY_BODY,
-                &idempotency_row(&principal, &key),
-                &value,
-            );
-            tx.exec(
-                "update idempotency_keys set body_sealed = $3, body = null where principal = $1 and key = $2",
-                &[&principal, &key, &s],
-            )
-            .await?;
-        }
-        sealed += rows.len() as u64;
     }
     // The reason of an environment waiting for its bootstrap repeats its subscription and
     // resource group; it is rendered from the sealed settings when read.
@@ -356,6 +302,28 @@ struct Target {
     update: &'static str,
     /// Whether the row key has two parts (principal and key).
     pair: bool,
+    /// At most `$1` rows still holding the plaintext column: the row key, then the value.
+    seal_select: &'static str,
+    /// `$1` (and `$3`) the row key, `$2` the sealed value; clears the plaintext.
+    seal_update: &'static str,
+}
+
+impl Target {
+    /// The row as the additional data names it, and the key parts the queries take.
+    fn row<'r>(&self, r: &'r tokio_postgres::Row) -> (String, &'r str, Option<&'r str>) {
+        let k1: &str = r.get(0);
+        let k2: Option<&str> = self.pair.then(|| r.get(1));
+        let row = match k2 {
+            Some(k2) => idempotency_row(k1, k2),
+            None => k1.to_string(),
+        };
+        (row, k1, k2)
+    }
+
+    /// Index of the value column after the row key.
+    fn value_column(&self) -> usize {
+        if self.pair { 2 } else { 1 }
+    }
 }
 
 const TARGETS: [Target; 3] = [
@@ -365,6 +333,8 @@ const TARGETS: [Target; 3] = [
                  where split_part(config_sealed, ':', 2) <> $1 order by id limit $2 for update",
         update: "update connectors set config_sealed = $2 where id = $1::text::uuid and config_sealed = $3",
         pair: false,
+        seal_select: "select id::text, config from connectors where config is not null limit $1",
+        seal_update: "update connectors set config_sealed = $2, config = null where id = $1::text::uuid",
     },
     Target {
         field: ENVIRONMENT_AZURE,
@@ -373,6 +343,8 @@ const TARGETS: [Target; 3] = [
                  order by id limit $2 for update",
         update: "update environments set azure_sealed = $2 where id = $1::text::uuid and azure_sealed = $3",
         pair: false,
+        seal_select: "select id::text, azure from environments where azure is not null limit $1",
+        seal_update: "update environments set azure_sealed = $2, azure = null where id = $1::text::uuid",
     },
     Target {
         field: IDEMPOTENCY_BODY,
@@ -381,6 +353,8 @@ const TARGETS: [Target; 3] = [
         update: "update idempotency_keys set body_sealed = $2
                  where principal = $1 and key = $4 and body_sealed = $3",
         pair: true,
+        seal_select: "select principal, key, body from idempotency_keys where body is not null limit $1",
+        seal_update: "update idempotency_keys set body_sealed = $2, body = null where principal = $1 and key = $3",
     },
 ];
 
@@ -426,17 +400,13 @@ async fn reencrypt_locked(
                 tx.commit().await?;
                 break;
             }
-            let last = rows[0].len() - 1;
+            let last = t.value_column();
             let set = keys_for(keys, rows.iter().map(|r| r.get::<_, &str>(last)))
                 .await?
                 .with_current(version)?;
             for r in &rows {
-                let (k1, old): (&str, &str) = (r.get(0), r.get(last));
-                let k2: Option<&str> = t.pair.then(|| r.get(1));
-                let row = match k2 {
-                    Some(k2) => idempotency_row(k1, k2),
-                    None => k1.to_string(),
-                };
+                let (row, k1, k2) = t.row(r);
+                let old: &str = r.get(last);
                 let plaintext = open(&set, t.field, &row, old).map_err(|e| {
                     StoreSealError::Open(format!(
                         "{}.{} of {} {e}",
