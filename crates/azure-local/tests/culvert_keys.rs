@@ -10,7 +10,6 @@ mod common;
 use common::{ADMIN, AGENT, CONTROL, HEADER, Ident, LocalAzure, TENANT, VAULT};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::process::Command;
 
 fn config() -> Value {
     let ident =
@@ -46,40 +45,17 @@ fn child(
     scenario: &str,
     extra: &[(&str, &str)],
 ) -> BTreeMap<String, String> {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "key_child",
-            "--exact",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("IDENTITY_ENDPOINT", &server.identity_endpoint)
-        .env("IDENTITY_HEADER", HEADER)
-        .env_remove("IDENTITY_SERVER_THUMBPRINT")
-        .env_remove("IMDS_ENDPOINT")
-        .env("CULVERT_AZURE_CREDENTIAL", "managed-identity")
-        .env("CULVERT_AZURE_CLIENT_ID", who.client_id)
-        .env("CULVERT_AZURE_CA_FILE", &server.ca_certificate)
-        .env("KEY_SCENARIO", scenario)
-        .env("KEY_VAULT", server.vault_https_url(VAULT))
-        .envs(extra.iter().copied())
-        .output()
-        .expect("spawn child");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child {scenario} as {} failed:\n{stdout}\n{}",
-        who.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        .filter_map(|l| l.split_once("KEY_OUT ").map(|(_, r)| r))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+    let ca = server.ca_certificate.to_string_lossy().into_owned();
+    let vault = server.vault_https_url(VAULT);
+    let mut envs = vec![
+        ("CULVERT_AZURE_CREDENTIAL", "managed-identity"),
+        ("CULVERT_AZURE_CLIENT_ID", who.client_id),
+        ("CULVERT_AZURE_CA_FILE", ca.as_str()),
+        ("KEY_SCENARIO", scenario),
+        ("KEY_VAULT", vault.as_str()),
+    ];
+    envs.extend_from_slice(extra);
+    common::run_child(server, who, "key_child", "KEY_OUT", &envs)
 }
 
 #[tokio::test]

@@ -8,9 +8,8 @@
 
 mod common;
 
-use common::{ADMIN, AGENT, CONTROL, HEADER, Ident, LocalAzure, TENANT, VAULT};
+use common::{ADMIN, AGENT, CONTROL, Ident, LocalAzure, TENANT, VAULT};
 use std::collections::BTreeMap;
-use std::process::Command;
 
 fn run_child(
     server: &LocalAzure,
@@ -18,45 +17,16 @@ fn run_child(
     scenario: &str,
     extra: &[(&str, &str)],
 ) -> BTreeMap<String, String> {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "sdk_child",
-            "--exact",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("IDENTITY_ENDPOINT", &server.identity_endpoint)
-        .env("IDENTITY_HEADER", HEADER)
-        // Any of these would make the credential pick another managed-identity source.
-        .env_remove("IDENTITY_SERVER_THUMBPRINT")
-        .env_remove("IMDS_ENDPOINT")
-        .env_remove("MSI_ENDPOINT")
-        .env_remove("MSI_SECRET")
-        .env("AZL_SCENARIO", scenario)
-        .env("AZL_CLIENT_ID", who.client_id)
-        .env("AZL_VAULT_URL", server.vault_https_url(VAULT))
-        .env("AZL_CA_CERT", &server.ca_certificate)
-        .envs(extra.iter().copied())
-        .output()
-        .expect("spawn SDK child");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "SDK child '{scenario}' as {} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}\n--- server log\n{}",
-        who.name,
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        server.log_text()
-    );
-    stdout
-        .lines()
-        // libtest prints "test sdk_child ... " without a newline before the test's own output.
-        .filter_map(|l| l.split_once("AZL_OUT ").map(|(_, rest)| rest))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+    let ca = server.ca_certificate.to_string_lossy().into_owned();
+    let mut envs = vec![
+        ("AZL_SCENARIO", scenario.to_owned()),
+        ("AZL_CLIENT_ID", who.client_id.to_owned()),
+        ("AZL_VAULT_URL", server.vault_https_url(VAULT)),
+        ("AZL_CA_CERT", ca),
+    ];
+    envs.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    common::run_child(server, who, "sdk_child", "AZL_OUT", &envs)
 }
 
 #[test]

@@ -200,3 +200,51 @@ pub async fn token(server: &LocalAzure, who: &Ident, resource: &str) -> String {
     let body: Value = resp.json().await.unwrap();
     body["access_token"].as_str().unwrap().to_owned()
 }
+
+/// Re-run this test binary with only `entry` selected, as `who`'s managed identity (the SDK
+/// reads `IDENTITY_ENDPOINT`/`IDENTITY_HEADER` from the process environment, which a test
+/// cannot set for itself), plus `envs`; returns the `{prefix} key=value` lines it printed.
+pub fn run_child(
+    server: &LocalAzure,
+    who: &Ident,
+    entry: &str,
+    prefix: &str,
+    envs: &[(&str, &str)],
+) -> std::collections::BTreeMap<String, String> {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            entry,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("IDENTITY_ENDPOINT", &server.identity_endpoint)
+        .env("IDENTITY_HEADER", HEADER)
+        // Any of these would make the credential pick another managed-identity source.
+        .env_remove("IDENTITY_SERVER_THUMBPRINT")
+        .env_remove("IMDS_ENDPOINT")
+        .env_remove("MSI_ENDPOINT")
+        .env_remove("MSI_SECRET")
+        .envs(envs.iter().copied())
+        .output()
+        .expect("spawn the child test process");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child {entry} as {} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}\n--- server log\n{}",
+        who.name,
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    let marker = format!("{prefix} ");
+    stdout
+        .lines()
+        // libtest prints "test NAME ... " without a newline before the test's own output.
+        .filter_map(|l| l.split_once(marker.as_str()).map(|(_, rest)| rest))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
