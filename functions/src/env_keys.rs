@@ -9,14 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use azure_core::credentials::TokenCredential;
 use culvert_azure::identity::CredentialSource;
-use culvert_azure::keyvault::{KeyUse, KeyVaultKey};
+use culvert_azure::keyvault::{CREDENTIALS_KEY, KeyUse, KeyVaultKey, key_url};
 use culvert_control_api::environments::{Environment, Provider};
 use culvert_sealing::{KeyEncryptionKey, KeyError, SealingKey};
 
 use crate::error::{ApiError, ApiResult};
-
-/// Name of the key that seals connector secrets, in every environment's vault.
-pub const CREDENTIALS_KEY: &str = "culvert-credentials";
 
 /// Finds (and caches) the sealing key of an environment.
 pub struct EnvironmentKeys {
@@ -77,7 +74,7 @@ impl EnvironmentKeys {
     }
 
     fn vault_key(&self, vault: &str) -> ApiResult<Arc<dyn KeyEncryptionKey>> {
-        let url = format!("{vault}keys/{CREDENTIALS_KEY}");
+        let url = key_url(vault, CREDENTIALS_KEY);
         if let Some(k) = self.vault_keys.lock().expect("keys lock").get(&url) {
             return Ok(k.clone());
         }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use culvert_azure::keyvault::{BUFFER_KEY, CREDENTIALS_KEY, key_url};
 use culvert_control_api::agents::{Heartbeat, HeartbeatReply};
 use culvert_control_api::client::{Client, ClientError};
 use culvert_sealing::{KeyEncryptionKey, OpeningKey};
@@ -47,15 +48,6 @@ pub struct Options {
     pub name: String,
 }
 
-/// Name of the key that seals connector secrets in an environment's vault.
-pub const CREDENTIALS_KEY: &str = "culvert-credentials";
-/// Name of the key that wraps buffer data keys in an environment's vault.
-pub const BUFFER_KEY: &str = "culvert-buffer";
-
-fn vault_key_url(vault: &str, name: &str) -> String {
-    format!("{}/keys/{name}", vault.trim_end_matches('/'))
-}
-
 /// The key that opens connector secrets: the environment's Key Vault, else a local private key.
 fn secrets_key(opts: &Options) -> Result<Option<Arc<dyn KeyEncryptionKey>>> {
     if let Some(vault) = &opts.key_vault {
@@ -64,7 +56,7 @@ fn secrets_key(opts: &Options) -> Result<Option<Arc<dyn KeyEncryptionKey>>> {
             .credential()
             .with_context(|| format!("the agent's identity ({identity})"))?;
         let key = culvert_azure::keyvault::KeyVaultKey::new(
-            &vault_key_url(vault, CREDENTIALS_KEY),
+            &key_url(vault, CREDENTIALS_KEY),
             credential,
             culvert_azure::keyvault::KeyUse::Secrets,
         )?;
@@ -87,7 +79,7 @@ fn buffer_place(opts: &Options) -> assignment::BufferPlace {
     assignment::BufferPlace {
         base: opts.buffer_url.clone().unwrap_or(local.base),
         key: match &opts.key_vault {
-            Some(vault) => vault_key_url(vault, BUFFER_KEY),
+            Some(vault) => key_url(vault, BUFFER_KEY),
             None => local.key,
         },
     }

@@ -8,16 +8,14 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use culvert_azure::keyvault::{BUFFER_KEY, CREDENTIALS_KEY};
+
 use super::state::{StateDir, write_atomic};
 
 /// Vault of the control plane's own secrets.
 pub const PLATFORM_VAULT: &str = "culvert-platform";
 /// Vault of the environments' keys (one per customer subscription on Azure).
 pub const ENV_VAULT: &str = "culvert-env";
-/// The key connector secrets are sealed with.
-pub const CREDENTIALS_KEY: &str = "culvert-credentials";
-/// The key that wraps buffer data keys.
-pub const BUFFER_KEY: &str = "culvert-buffer";
 /// The secret holding the control plane's master key versions.
 pub const MASTER_KEY_SECRET: &str = "culvert-master-key";
 

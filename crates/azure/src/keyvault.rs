@@ -18,6 +18,16 @@ use crate::transport::is_loopback;
 
 const ALG: &str = "RSA-OAEP-256";
 
+/// Name of the key that seals connector secrets, in every environment's vault.
+pub const CREDENTIALS_KEY: &str = "culvert-credentials";
+/// Name of the key that wraps buffer data keys, in every environment's vault.
+pub const BUFFER_KEY: &str = "culvert-buffer";
+
+/// The URL of key `name` in the vault at `vault` (with or without a trailing slash).
+pub fn key_url(vault: &str, name: &str) -> String {
+    format!("{}/keys/{name}", vault.trim_end_matches('/'))
+}
+
 /// What the key protects, which decides the operations (and permissions) used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyUse {
