@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -455,3 +456,28 @@ class AgentTools:
         i.e. the snapshot is done and streaming began), or None before the first commit."""
         rows = probe.query(f"SELECT get_byte(position, 0) FROM _culvert.positions WHERE pipeline = '{pipeline}'")
         return int(rows[0][0]) if rows else None
+
+
+def run_to_status(r, body):
+    """Run body() for runner r: report a broken or interrupted run the same way in every agent
+    benchmark, always shut r down, list r.problems; returns the exit status."""
+    status = 0
+    try:
+        body()
+    except Broken as e:
+        print(f"\nBROKEN: {e}", file=sys.stderr, flush=True)
+        for line in agent_log_findings(r):
+            print(line, file=sys.stderr)
+        status = 1
+    except Interrupted as e:
+        print(f"\ninterrupted ({e}); cleaning up", file=sys.stderr, flush=True)
+        status = 130
+    finally:
+        r.shut_down()
+    if status == 0 and r.problems:
+        status = 1
+    if r.problems:
+        print("\nPROBLEMS")
+        for p in r.problems:
+            print(f"  - {p}")
+    return status

@@ -40,9 +40,9 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from benchlib import (MIB, POLL, SNAPSHOT_PG_SETTINGS, AgentTools, Broken, ClusterTools, Interrupted,  # noqa: E402
+from benchlib import (MIB, POLL, SNAPSHOT_PG_SETTINGS, AgentTools, Broken, ClusterTools,  # noqa: E402
                       Session, agent_identity, agent_log_findings, catch_signals, free_port, log, now, pipeline_toml,
-                      proc_status, read_stat, table)
+                      proc_status, read_stat, run_to_status, table)
 
 CONTAINER = "bench-buffers"
 VAULT = "bench-kv"
@@ -472,31 +472,16 @@ def main():
     catch_signals()
 
     r = Runner(args)
-    status = 0
-    try:
+
+    def body():
         r.setup()
         runs = []
         for rnd in range(1, args.repeat + 1):
             for cfg in CONFIGS:
                 runs.append(r.snapshot(cfg, rnd))
         report(r, runs)
-    except Broken as e:
-        print(f"\nBROKEN: {e}", file=sys.stderr, flush=True)
-        for line in agent_log_findings(r):
-            print(line, file=sys.stderr)
-        status = 1
-    except Interrupted as e:
-        print(f"\ninterrupted ({e}); cleaning up", file=sys.stderr, flush=True)
-        status = 130
-    finally:
-        r.shut_down()
-    if status == 0 and r.problems:
-        status = 1
-    if r.problems:
-        print("\nPROBLEMS")
-        for p in r.problems:
-            print(f"  - {p}")
-    return status
+
+    return run_to_status(r, body)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ import threading
 import time
 import urllib.request
 
-from benchlib import (MIB, POLL, SNAPSHOT_PG_SETTINGS, AgentTools, Broken, ClusterTools, Interrupted,  # noqa: E402
+from benchlib import (MIB, POLL, SNAPSHOT_PG_SETTINGS, AgentTools, Broken, ClusterTools,  # noqa: E402
                       Session, agent_identity, agent_log_findings, catch_signals, events_ddl, free_port, log, now,
-                      pipeline_toml, proc_status, read_stat, rows_select, table)
+                      pipeline_toml, proc_status, read_stat, rows_select, run_to_status, table)
 
 PIPELINE = "bench"
 
@@ -727,8 +727,8 @@ def main():
 
     r = Runner(args)
     r.src = r.tgt = None
-    status = 0
-    try:
+
+    def body():
         r.setup()
         snap = [r.snapshot_read_ceiling(), r.snapshot_pipe_keyed(), r.snapshot_pipe_nokey(), r.snapshot_pgcopydb(),
                 r.snapshot_culvert()]
@@ -737,23 +737,8 @@ def main():
         cdc = [r.cdc_recvlogical(), r.cdc_native(), r.cdc_culvert()]
         r.notes = agent_log_findings(r)
         report(r, snap, cdc)
-    except Broken as e:
-        print(f"\nBROKEN: {e}", file=sys.stderr, flush=True)
-        for line in agent_log_findings(r):
-            print(line, file=sys.stderr)
-        status = 1
-    except Interrupted as e:
-        print(f"\ninterrupted ({e}); cleaning up", file=sys.stderr, flush=True)
-        status = 130
-    finally:
-        r.shut_down()
-    if status == 0 and r.problems:
-        status = 1
-    if r.problems:
-        print("\nPROBLEMS")
-        for p in r.problems:
-            print(f"  - {p}")
-    return status
+
+    return run_to_status(r, body)
 
 
 if __name__ == "__main__":
