@@ -106,37 +106,11 @@ impl Stack {
             "120",
         ]);
         assert_eq!(r.code, 0, "{}", r.stderr);
-        for (side, ty, port, db) in [
-            ("src", "postgres-source", src.port, "app"),
-            ("dst", "postgres-target", dst.port, "replica"),
+        for (side, ty, c, db) in [
+            ("src", "postgres-source", src, "app"),
+            ("dst", "postgres-target", dst, "replica"),
         ] {
-            let (connector, port, database) = (
-                format!("{name}-{side}"),
-                format!("port={port}"),
-                format!("database={db}"),
-            );
-            let args = [
-                "connector",
-                "create",
-                &connector,
-                "--env",
-                "demo",
-                "--type",
-                ty,
-                "--set",
-                "host=127.0.0.1",
-                "--set",
-                &port,
-                "--set",
-                "user=postgres",
-                "--set",
-                &database,
-                "--set",
-                "sslmode=disable",
-                "--secret-env",
-                "password=CULVERT_TEST_PW",
-            ];
-            let r = self.culvert_env(&args, &[("CULVERT_TEST_PW", password)]);
+            let r = self.create_connector(&format!("{name}-{side}"), ty, c, db, password);
             assert_eq!(r.code, 0, "{}", r.stderr);
         }
         let (source, target) = (format!("{name}-src"), format!("{name}-dst"));
@@ -147,6 +121,41 @@ impl Stack {
         assert_eq!(r.code, 0, "{}", r.stderr);
         let r = self.culvert(&["pipeline", "deploy", name]);
         assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+
+    /// `culvert connector create NAME` in environment `demo` for database `db` on `c`, with
+    /// `password` passed through the environment and sealed.
+    pub fn create_connector(
+        &self,
+        name: &str,
+        ty: &str,
+        c: &Cluster,
+        db: &str,
+        password: &str,
+    ) -> Run {
+        let (port, database) = (format!("port={}", c.port), format!("database={db}"));
+        let args = [
+            "connector",
+            "create",
+            name,
+            "--env",
+            "demo",
+            "--type",
+            ty,
+            "--set",
+            "host=127.0.0.1",
+            "--set",
+            &port,
+            "--set",
+            "user=postgres",
+            "--set",
+            &database,
+            "--set",
+            "sslmode=disable",
+            "--secret-env",
+            "password=CULVERT_TEST_PW",
+        ];
+        self.culvert_env(&args, &[("CULVERT_TEST_PW", password)])
     }
 
     /// `culvert local down`, then `up` again on the same port.

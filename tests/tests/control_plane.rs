@@ -48,35 +48,11 @@ fn cli_to_rows_in_the_target() {
     );
 
     // Connectors; the password comes from the environment and is sealed for the agent.
-    let pw = [("CULVERT_TEST_PW", SECRET)];
-    for (name, ty, port, db) in [
-        ("src", "postgres-source", src.port, "app"),
-        ("dst", "postgres-target", dst.port, "replica"),
+    for (name, ty, c, db) in [
+        ("src", "postgres-source", &src, "app"),
+        ("dst", "postgres-target", &dst, "replica"),
     ] {
-        let port = format!("port={port}");
-        let database = format!("database={db}");
-        let args = [
-            "connector",
-            "create",
-            name,
-            "--env",
-            "demo",
-            "--type",
-            ty,
-            "--set",
-            "host=127.0.0.1",
-            "--set",
-            &port,
-            "--set",
-            "user=postgres",
-            "--set",
-            &database,
-            "--set",
-            "sslmode=disable",
-            "--secret-env",
-            "password=CULVERT_TEST_PW",
-        ];
-        let r = stack.culvert_env(&args, &pw);
+        let r = stack.create_connector(name, ty, c, db, SECRET);
         assert_eq!(r.code, 0, "{}", r.stderr);
         assert!(!r.stdout.contains(SECRET));
     }
