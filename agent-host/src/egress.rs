@@ -50,6 +50,25 @@ impl Egress {
             || allowed.contains(&SocketAddr::new(canonical(addr.ip()), addr.port()))
     }
 
+    /// Whether `host` (a name or a literal IP) on `port` is in the allow-list.
+    pub fn permits(&self, host: &str, port: u16) -> bool {
+        match host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            Ok(ip) => self.allows(SocketAddr::new(ip, port)),
+            Err(_) => {
+                let lower = host.to_ascii_lowercase();
+                self.names
+                    .lock()
+                    .expect("egress lock")
+                    .iter()
+                    .any(|(n, p)| *n == lower && *p == port)
+            }
+        }
+    }
+
     /// Resolve an allowed name and allow its addresses on the configured ports.
     pub async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, String> {
         let lower = name.to_ascii_lowercase();

@@ -60,20 +60,44 @@ fn settings_json(section: &ConnectorSection) -> String {
     Value::Object(section.settings.clone()).to_string()
 }
 
-/// Egress of a section: explicit entries plus `host` on `port` (or the spec's default port).
-fn egress_for(section: &ConnectorSection, spec: &str) -> Arc<Egress> {
+/// Egress of a section: explicit entries, `host` on `port` (or the spec's default port),
+/// and every setting the spec marks `"x-culvert-egress": true` (a URL, or a host name on
+/// `port`).
+pub fn egress_for(section: &ConnectorSection, spec: &str) -> Arc<Egress> {
     let egress = Egress::new(&section.egress);
-    if let Some(host) = section.settings.get("host").and_then(Value::as_str) {
-        let default_port = serde_json::from_str::<Value>(spec).ok().and_then(|s| {
-            s.pointer("/properties/port/default")
-                .and_then(Value::as_u64)
-        });
-        let port = section
-            .settings
-            .get("port")
-            .and_then(Value::as_u64)
-            .or(default_port);
-        if let Some(port) = port.and_then(|p| u16::try_from(p).ok()) {
+    let spec: Value = serde_json::from_str(spec).unwrap_or(Value::Null);
+    let port = section
+        .settings
+        .get("port")
+        .and_then(Value::as_u64)
+        .or_else(|| spec.pointer("/properties/port/default").and_then(Value::as_u64))
+        .and_then(|p| u16::try_from(p).ok());
+    let mut hosts: Vec<&str> = section
+        .settings
+        .get("host")
+        .and_then(Value::as_str)
+        .into_iter()
+        .collect();
+    if let Some(props) = spec.get("properties").and_then(Value::as_object) {
+        for (key, prop) in props {
+            if prop.get("x-culvert-egress").and_then(Value::as_bool) != Some(true) {
+                continue;
+            }
+            match section.settings.get(key).and_then(Value::as_str) {
+                Some(v) if v.contains("://") => {
+                    if let Ok(url) = url::Url::parse(v)
+                        && let (Some(h), Some(p)) = (url.host_str(), url.port_or_known_default())
+                    {
+                        egress.allow(h, p);
+                    }
+                }
+                Some(v) if key != "host" => hosts.push(v),
+                _ => {}
+            }
+        }
+    }
+    if let Some(port) = port {
+        for host in hosts {
             egress.allow(host, port);
         }
     }

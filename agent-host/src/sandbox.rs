@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::{destination, source};
 use crate::egress::Egress;
+use crate::http_egress;
 use crate::engine::ConnectorEngine;
 use crate::limits::Limits;
 use crate::metrics::ConnectorMetrics;
@@ -63,11 +64,61 @@ pub enum SandboxError {
     },
 }
 
+/// The store's caps, remembering the largest linear memory the guest asked for.
+struct TrackedLimits {
+    inner: StoreLimits,
+    peak_memory: usize,
+}
+
+impl ResourceLimiter for TrackedLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.peak_memory = self.peak_memory.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
 /// Per-instance host state.
 pub struct StoreData {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: TrackedLimits,
     egress: Arc<Egress>,
     label: String,
     cpu_ticks_used: u64,
@@ -112,6 +163,27 @@ macro_rules! host_impl {
 
             async fn resolve(&mut self, name: String) -> wasmtime::Result<Result<Vec<String>, String>> {
                 Ok(self.egress.resolve(&name).await.map(|ips| ips.iter().map(IpAddr::to_string).collect()))
+            }
+
+            async fn http_send(
+                &mut self,
+                request: $world::culvert::connector::host::HttpRequest,
+            ) -> wasmtime::Result<Result<$world::culvert::connector::host::HttpResponse, String>> {
+                let request = http_egress::Request {
+                    method: request.method,
+                    url: request.url,
+                    headers: request.headers,
+                    body: request.body,
+                };
+                let sent = http_egress::send(&self.egress, request).await;
+                if let Err(e) = &sent {
+                    tracing::debug!(connector = %self.label, error = %e, "http-send failed");
+                }
+                Ok(sent.map(|r| $world::culvert::connector::host::HttpResponse {
+                    status: r.status,
+                    headers: r.headers,
+                    body: r.body,
+                }))
             }
         }
 
@@ -158,13 +230,16 @@ fn new_store(
     let data = StoreData {
         wasi: wasi.build(),
         table: ResourceTable::new(),
-        limits: StoreLimitsBuilder::new()
-            .memory_size(limits.memory_bytes())
-            .instances(64)
-            .tables(64)
-            .memories(16)
-            .trap_on_grow_failure(true)
-            .build(),
+        limits: TrackedLimits {
+            inner: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes())
+                .instances(64)
+                .tables(64)
+                .memories(16)
+                .trap_on_grow_failure(true)
+                .build(),
+            peak_memory: 0,
+        },
         egress,
         label: label.to_string(),
         cpu_ticks_used: 0,
@@ -239,6 +314,11 @@ instantiate_world!(
 );
 
 impl<W> Instance<W> {
+    /// The largest linear memory this instance has grown to, in bytes.
+    pub fn peak_memory(&self) -> usize {
+        self.store.data().limits.peak_memory
+    }
+
     /// Run one export call under the CPU budget and the wall-clock limit, turning traps
     /// and limit hits into errors that name the connector and the limit.
     pub async fn call<'a, T, F, Fut>(&'a mut self, call: &str, f: F) -> Result<T, SandboxError>
