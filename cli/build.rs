@@ -13,6 +13,9 @@ const SKIP: &[&str] = &[
     ".pytest_cache",
 ];
 
+/// Directories of the SDKs that hold their own tests, not part of a project.
+const SDK_SKIP: &[&str] = &["test", "tests", "testdata"];
+
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -23,7 +26,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
     for path in entries {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if path.is_dir() {
-            if !SKIP.contains(&name) {
+            let in_sdk = path
+                .parent()
+                .and_then(Path::parent)
+                .is_some_and(|p| p.file_name().is_some_and(|n| n == "sdk"));
+            if !SKIP.contains(&name) && !(in_sdk && SDK_SKIP.contains(&name)) {
                 walk(root, &path, out);
             }
         } else {

@@ -51,20 +51,20 @@ fn client() -> &'static reqwest::Client {
 
 /// Check the request against the allow-list, send it and read the answer.
 pub async fn send(egress: &Egress, request: Request) -> Result<Response, String> {
+    let shown = redact(&request.url);
     let url = url::Url::parse(&request.url)
-        .map_err(|e| format!("`{}` is not an absolute URL: {e}", request.url))?;
+        .map_err(|e| format!("`{shown}` is not an absolute URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
-            "`{}`: only http:// and https:// URLs can be requested",
-            request.url
+            "`{shown}`: only http:// and https:// URLs can be requested"
         ));
     }
     let host = url
         .host_str()
-        .ok_or_else(|| format!("`{}` has no host", request.url))?;
+        .ok_or_else(|| format!("`{shown}` has no host"))?;
     let port = url
         .port_or_known_default()
-        .ok_or_else(|| format!("`{}` has no port", request.url))?;
+        .ok_or_else(|| format!("`{shown}` has no port"))?;
     if !egress.permits(host, port) {
         return Err(format!(
             "`{host}:{port}` is not in this connector's egress allow-list; name it in a configuration field the connector's spec marks `x-culvert-egress`, or in the pipeline's `egress`"
@@ -92,7 +92,7 @@ pub async fn send(egress: &Egress, request: Request) -> Result<Response, String>
         .body(request.body)
         .send()
         .await
-        .map_err(|e| describe(&e, host, port))?;
+        .map_err(|e| describe(e, host, port))?;
     let status = response.status().as_u16();
     let headers = response
         .headers()
@@ -103,7 +103,7 @@ pub async fn send(egress: &Egress, request: Request) -> Result<Response, String>
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| describe(&e, host, port))?
+        .map_err(|e| describe(e, host, port))?
     {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err(format!(
@@ -120,7 +120,19 @@ pub async fn send(egress: &Egress, request: Request) -> Result<Response, String>
     })
 }
 
-fn describe(e: &reqwest::Error, host: &str, port: u16) -> String {
+/// A URL as it may appear in a message: query strings carry credentials (SAS tokens).
+fn redact(url: &str) -> String {
+    let cut = url.find(['?', '#']).unwrap_or(url.len());
+    if cut < url.len() {
+        format!("{}?…", &url[..cut])
+    } else {
+        url.to_string()
+    }
+}
+
+fn describe(e: reqwest::Error, host: &str, port: u16) -> String {
+    // reqwest puts the whole URL, query included, into its messages.
+    let e = e.without_url();
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -129,7 +141,7 @@ fn describe(e: &reqwest::Error, host: &str, port: u16) -> String {
         "failed"
     };
     let mut detail = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         detail = format!("{detail}: {s}");
         source = s.source();
@@ -171,6 +183,8 @@ mod tests {
             .unwrap_err();
         assert!(refused.contains("allow-list"), "{refused}");
         assert!(send(&egress, get("ftp://127.0.0.1/")).await.is_err());
+        let secret = send(&egress, get("ftp://127.0.0.1/x?sig=SECRET")).await.unwrap_err();
+        assert!(!secret.contains("SECRET"), "{secret}");
         let response = send(&egress, get(&format!("http://127.0.0.1:{port}/x")))
             .await
             .unwrap();
@@ -184,7 +198,10 @@ mod tests {
         let egress = Egress::new(&[("localhost".into(), 1)]);
         let refused = send(&egress, get("http://localhost:2/")).await.unwrap_err();
         assert!(refused.contains("allow-list"), "{refused}");
-        let failed = send(&egress, get("http://localhost:1/")).await.unwrap_err();
+        let failed = send(&egress, get("http://localhost:1/p?sig=SECRET"))
+            .await
+            .unwrap_err();
         assert!(failed.contains("could not connect"), "{failed}");
+        assert!(!failed.contains("SECRET"), "{failed}");
     }
 }

@@ -235,7 +235,7 @@ pub(crate) fn judge_limits(
     report.pass(
         "limits",
         format!(
-            "peak linear memory {:.1} MiB of {} MiB allowed; slowest call {:.2} s of {} s CPU allowed per call",
+            "peak linear memory {:.1} MiB of {} MiB allowed; slowest call took {:.2} s wall-clock (CPU limit {} s per call)",
             peak_memory as f64 / (1 << 20) as f64,
             limits.memory_mib,
             slowest.as_secs_f64(),
