@@ -54,6 +54,9 @@ if [ -z "${AZURITE_BIN:-}" ] && ! command -v azurite >/dev/null && [ ! -x "$azur
 fi
 [ -n "${AZURITE_BIN:-}" ] || command -v azurite >/dev/null || [ -x "$azurite_cached" ] || { log "Azurite is still missing"; exit 1; }
 
+# Node.js builds and tests the JavaScript connector SDK, templates and example.
+command -v npm >/dev/null || { log "installing Node.js and npm"; apt_install nodejs npm; }
+
 # wrk drives the closed-loop half of bench/control_plane.sh.
 command -v wrk >/dev/null || { log "installing wrk"; apt_install wrk; }
 command -v wrk >/dev/null || { log "wrk is still missing"; exit 1; }
@@ -65,5 +68,10 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
     log "installing schemathesis under ~/.cache/culvert/venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q schemathesis
+fi
+# pyarrow checks the Arrow IPC the Python and JavaScript connector SDKs write (tests only).
+if ! "$venv/bin/python" -c 'import pyarrow' 2>/dev/null; then
+    log "installing pyarrow under ~/.cache/culvert/venv"
+    "$venv/bin/pip" install -q pyarrow
 fi
 log "ready"

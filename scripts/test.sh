@@ -9,8 +9,31 @@ trap 'rm -f "$log"' EXIT
 status=0
 # Connector unit tests run natively; the components themselves are exercised by the end-to-end tests.
 (cd connectors-wasm && cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')") 2>&1 | tee -a "$log" || status=1
+# The connector SDKs and examples in Python and JavaScript, natively.
+py="$HOME/.cache/culvert/venv/bin/python"
+for suite in "sdk/python/tests test_*.py" "examples/connectors/http-json-source test_app.py"; do
+    set -- $suite
+    "$py" -m unittest discover -s "$1" -p "$2" 2>&1 | tee -a "$log" || status=1
+done
+npm_quiet=(--no-audit --no-fund --no-package-lock --loglevel=error)
+(cd sdk/js && npm install "${npm_quiet[@]}" && node --test test/) 2>&1 | tee -a "$log" || status=1
+(cd examples/connectors/blob-ndjson-destination && npm install --omit=dev "${npm_quiet[@]}" && node --test test/) 2>&1 | tee -a "$log" || status=1
 cargo test --release --workspace -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee -a "$log" || status=1
-passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
-failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s += $1} END {print s + 0}')
+# cargo: "test result: ok. N passed; M failed"; unittest: "Ran N tests" (failures included) then
+# "FAILED (failures=M)"; node: "# pass N" / "# fail M".
+passed=$(
+    {
+        grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{print $4}'
+        grep -Eo '^Ran [0-9]+ tests?' "$log" | awk '{print $2}'
+        grep -Eo '^# pass [0-9]+' "$log" | awk '{print $3}'
+    } | awk '{s += $1} END {print s + 0}'
+)
+failed=$(
+    {
+        grep -Eo '[0-9]+ failed;' "$log" | awk '{print $1}'
+        grep -Eo '^FAILED \(.*\)' "$log" | grep -Eo '[0-9]+'
+        grep -Eo '^# fail [0-9]+' "$log" | awk '{print $3}'
+    } | awk '{s += $1} END {print s + 0}'
+)
 echo "tests: $passed passed, $failed failed"
 exit "$status"

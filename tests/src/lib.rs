@@ -3,7 +3,9 @@
 
 pub mod agent;
 pub mod azure;
+pub mod azurite;
 pub mod cluster;
+pub mod connectors;
 pub mod stack;
 
 pub use agent::Agent;
