@@ -35,6 +35,8 @@ fn main() {
         "crates/pg-arrow/Cargo.toml",
         "crates/pg-replication/src",
         "crates/pg-replication/Cargo.toml",
+        "sdk/rust/src",
+        "sdk/rust/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }

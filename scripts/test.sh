@@ -9,6 +9,10 @@ trap 'rm -f "$log"' EXIT
 status=0
 # Connector unit tests run natively; the components themselves are exercised by the end-to-end tests.
 (cd connectors-wasm && cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')") 2>&1 | tee -a "$log" || status=1
+# The Rust connector SDK and the Rust example, natively (one target directory for both).
+for crate in sdk/rust examples/connectors/datagen-source; do
+    (cd "$crate" && CARGO_TARGET_DIR="$OLDPWD/target/connector-projects" cargo test --release) 2>&1 | tee -a "$log" || status=1
+done
 # The connector SDKs and examples in Python and JavaScript, natively.
 py="$HOME/.cache/culvert/venv/bin/python"
 for suite in "sdk/python/tests test_*.py" "examples/connectors/http-json-source test_app.py"; do

@@ -222,7 +222,7 @@ fn examples_pass_the_kit_and_run_from_the_registry() {
 
     let report = assert_kit_passes(
         &datagen,
-        &json!({"seed": 3, "tables": 2, "rows": 3000, "change_rows": 1500, "batch_rows": 400}),
+        &json!({"seed": 3, "table_count": 2, "rows": 3000, "change_rows": 1500, "batch_rows": 400}),
         &["--max-rows", "500"],
     );
     assert!(report.contains("PASS  resume"), "{report}");

@@ -54,10 +54,20 @@ pub struct Model {
 
 fn render_rows(batch: &RecordBatch, skip: usize) -> Result<Vec<Vec<String>>, String> {
     let options = FormatOptions::default().with_null("\u{2400}");
-    let formatters = batch
+    // Named time zones need a tz database to display; the instant alone identifies a value.
+    let columns = batch
         .columns()
         .iter()
         .skip(skip)
+        .map(|c| match c.data_type() {
+            DataType::Timestamp(_, Some(_)) => {
+                arrow_cast::cast(c.as_ref(), &DataType::Int64).map_err(|e| e.to_string())
+            }
+            _ => Ok(c.clone()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let formatters = columns
+        .iter()
         .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((0..batch.num_rows())

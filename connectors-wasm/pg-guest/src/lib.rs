@@ -12,24 +12,8 @@ mod tls;
 
 pub use tls::{PgStream, SslMode};
 
-/// Which part of the contract an error belongs to (mirrors the WIT `error-kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Invalid configuration.
-    Config,
-    /// Unreachable or broken connection.
-    Connection,
-    /// Credentials refused.
-    Auth,
-    /// Missing privilege.
-    Permission,
-    /// Something that cannot be replicated exactly.
-    Unsupported,
-    /// Replication state lost or inconsistent.
-    State,
-    /// Anything else.
-    Internal,
-}
+/// Which part of the contract an error belongs to: the SDK's kinds, so conversion is exact.
+pub use culvert_connector_sdk::ErrorKind;
 
 /// An error with a message for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -268,26 +252,32 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime on wasi")
 }
 
-/// Defines `fn to_wit(GuestError) -> wit::ConnectorError` for a connector crate whose
-/// generated WIT types are reachable as `crate::wit`.
-#[macro_export]
-macro_rules! define_to_wit {
-    () => {
-        fn to_wit(e: $crate::GuestError) -> wit::ConnectorError {
-            use $crate::ErrorKind as K;
-            let kind = match e.kind {
-                K::Config => wit::ErrorKind::Config,
-                K::Connection => wit::ErrorKind::Connection,
-                K::Auth => wit::ErrorKind::Auth,
-                K::Permission => wit::ErrorKind::Permission,
-                K::Unsupported => wit::ErrorKind::Unsupported,
-                K::State => wit::ErrorKind::State,
-                K::Internal => wit::ErrorKind::Internal,
-            };
-            wit::ConnectorError {
-                kind,
-                message: e.message,
-            }
+impl From<GuestError> for culvert_connector_sdk::ConnectorError {
+    fn from(e: GuestError) -> culvert_connector_sdk::ConnectorError {
+        culvert_connector_sdk::ConnectorError::new(e.kind, e.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use culvert_connector_sdk::ConnectorError;
+
+    use super::*;
+
+    #[test]
+    fn guest_errors_become_connector_errors_unchanged() {
+        for kind in [
+            ErrorKind::Config,
+            ErrorKind::Connection,
+            ErrorKind::Auth,
+            ErrorKind::Permission,
+            ErrorKind::Unsupported,
+            ErrorKind::State,
+            ErrorKind::Internal,
+        ] {
+            let e = ConnectorError::from(GuestError::new(kind, "what to do"));
+            assert_eq!(e.kind, kind);
+            assert_eq!(e.message, "what to do");
         }
-    };
+    }
 }

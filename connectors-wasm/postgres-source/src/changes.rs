@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use culvert_connector_sdk::host::Level;
 use culvert_pg_arrow::arrow_array::RecordBatch;
 use culvert_pg_arrow::arrow_schema::Schema;
 use culvert_pg_arrow::decode::RowsBuilder;
@@ -20,7 +21,6 @@ use tokio_postgres::Client;
 use crate::backfill::{self, Backfill, Chunk, REQUEST_PREFIX, WATERMARK_PREFIX};
 use crate::catalog::{CatalogTable, StreamColumn, describe_stream_table};
 use crate::config::{SourceConfig, matches};
-use crate::culvert::connector::host::Level;
 use crate::ddl_capture::{self, DDL_PREFIX, DdlEvent};
 use crate::log;
 use crate::slot::{self, HEARTBEAT_PREFIX};

@@ -1,13 +1,14 @@
 //! `check` and `discover`: what an operator needs to know before the first run.
 
+use culvert_connector_sdk as sdk;
 use culvert_pg_guest::{GuestResult, connect, parse_config};
 
+use crate::Resolver;
 use crate::catalog::{load_tables, select};
 use crate::config::SourceConfig;
-use crate::{Resolver, wit};
 
-fn result(name: &str, ok: bool, message: impl Into<String>) -> wit::CheckResult {
-    wit::CheckResult {
+fn result(name: &str, ok: bool, message: impl Into<String>) -> sdk::CheckResult {
+    sdk::CheckResult {
         name: name.to_string(),
         ok,
         message: message.into(),
@@ -15,7 +16,7 @@ fn result(name: &str, ok: bool, message: impl Into<String>) -> wit::CheckResult 
 }
 
 /// Run every check; stops at the first one the later checks depend on.
-pub async fn run(config: &str, resolve: Resolver) -> Vec<wit::CheckResult> {
+pub async fn run(config: &str, resolve: Resolver) -> Vec<sdk::CheckResult> {
     let mut out = Vec::new();
     let cfg: SourceConfig = match parse_config(config) {
         Ok(c) => c,
@@ -117,16 +118,16 @@ pub async fn run(config: &str, resolve: Resolver) -> Vec<wit::CheckResult> {
 }
 
 /// Every table the configured role can see, with columns, types and keys.
-pub async fn discover(config: &str, resolve: Resolver) -> GuestResult<Vec<wit::TableInfo>> {
+pub async fn discover(config: &str, resolve: Resolver) -> GuestResult<Vec<sdk::TableInfo>> {
     let cfg: SourceConfig = parse_config(config)?;
     let client = connect(&cfg.conn, "culvert discover", &*resolve).await?;
     let tables = load_tables(&client, &cfg.conn, None).await?;
     Ok(tables
         .into_iter()
-        .map(|t| wit::TableInfo {
+        .map(|t| sdk::TableInfo {
             identifiable: t.identifiable(),
             estimated_rows: t.estimated_rows,
-            table: wit::TableRef {
+            table: sdk::TableRef {
                 namespace: t.desc.namespace.clone(),
                 name: t.desc.name.clone(),
             },
@@ -135,7 +136,7 @@ pub async fn discover(config: &str, resolve: Resolver) -> GuestResult<Vec<wit::T
                 .columns
                 .iter()
                 .zip(&t.unsupported)
-                .map(|(c, reason)| wit::ColumnInfo {
+                .map(|(c, reason)| sdk::ColumnInfo {
                     name: c.name.clone(),
                     type_name: c.type_name.clone(),
                     nullable: c.nullable,

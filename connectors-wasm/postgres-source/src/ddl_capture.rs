@@ -2,12 +2,12 @@
 //! into the WAL inside the DDL's own transaction, so the change stream sees each DDL in
 //! order with the data around it, and can tell a rename from a drop plus an add.
 
+use culvert_connector_sdk::host::Level;
 use culvert_pg_guest::{ErrorKind, GuestResult, PgConnectConfig, pg_error};
 use serde::Deserialize;
 use tokio_postgres::Client;
 
 use crate::catalog::StreamColumn;
-use crate::culvert::connector::host::Level;
 use crate::log;
 
 /// Prefix of the logical messages the triggers write.

@@ -16,60 +16,48 @@ mod snapshot;
 
 use std::sync::Arc;
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "source",
-    generate_all,
-});
-
-use culvert::connector::types as wit;
-use exports::culvert::connector::source_connector::{self as api, Guest};
-use wit::TableRef;
+use culvert_connector_sdk::host::{self, Level};
+use culvert_connector_sdk::{
+    CheckResult, ConnectorError, Source, TableInfo, TableRef, export_source,
+};
+use culvert_pg_guest::runtime;
 
 /// Resolves a configured host name through the agent.
 pub type Resolver = Arc<dyn Fn(&str) -> Result<Vec<String>, String> + Send + Sync>;
 
 fn resolver() -> Resolver {
-    Arc::new(|name: &str| culvert::connector::host::resolve(name))
+    Arc::new(host::resolve)
 }
 
-fn log(level: culvert::connector::host::Level, message: &str) {
-    culvert::connector::host::log(level, message);
+fn log(level: Level, message: &str) {
+    host::log(level, message);
 }
-
-culvert_pg_guest::define_to_wit!();
-
-use culvert_pg_guest::runtime;
 
 struct Component;
 
-impl Guest for Component {
+impl Source for Component {
     type Reader = reader::Reader;
 
     fn spec() -> String {
         config::SPEC.to_string()
     }
 
-    fn check(config: String) -> Vec<wit::CheckResult> {
-        runtime().block_on(check::run(&config, resolver()))
+    fn check(config: &str) -> Vec<CheckResult> {
+        runtime().block_on(check::run(config, resolver()))
     }
 
-    fn discover(config: String) -> Result<Vec<wit::TableInfo>, wit::ConnectorError> {
-        runtime()
-            .block_on(check::discover(&config, resolver()))
-            .map_err(to_wit)
+    fn discover(config: &str) -> Result<Vec<TableInfo>, ConnectorError> {
+        Ok(runtime().block_on(check::discover(config, resolver()))?)
     }
 
     fn resync(
-        config: String,
+        config: &str,
         selection: Vec<String>,
         tables: Vec<TableRef>,
-    ) -> Result<String, wit::ConnectorError> {
+    ) -> Result<String, ConnectorError> {
         let tables = tables.into_iter().map(|t| (t.namespace, t.name)).collect();
-        runtime()
-            .block_on(reader::resync(&config, selection, tables, resolver()))
-            .map_err(to_wit)
+        Ok(runtime().block_on(reader::resync(config, selection, tables, resolver()))?)
     }
 }
 
-export!(Component);
+export_source!(Component);

@@ -1,8 +1,8 @@
 //! The `reader` resource: snapshot first, then the change stream, with resume.
 
-use std::cell::RefCell;
 use std::time::Duration;
 
+use culvert_connector_sdk::{self as sdk, host::Level};
 use culvert_pg_arrow::position::{Position, Stage, TableRanges};
 use culvert_pg_arrow::types::{TableDesc, quote_ident};
 use culvert_pg_guest::{
@@ -17,10 +17,8 @@ use crate::backfill::{self, Request};
 use crate::catalog::{CatalogTable, load_tables, select};
 use crate::changes::{ChangeStream, StreamStart};
 use crate::config::{SourceConfig, named};
-use crate::culvert::connector::host::Level;
-use crate::exports::culvert::connector::source_connector::GuestReader;
 use crate::snapshot::{Chunk, SnapshotPlan};
-use crate::{Resolver, log, resolver, runtime, to_wit, wit};
+use crate::{Resolver, log, resolver, runtime};
 
 enum Phase {
     Snapshot {
@@ -44,38 +42,29 @@ struct State {
 /// A source stream.
 pub struct Reader {
     rt: tokio::runtime::Runtime,
-    state: RefCell<State>,
+    state: State,
 }
 
-impl GuestReader for Reader {
+impl sdk::Reader for Reader {
     fn open(
-        config: String,
+        config: &str,
         selection: Vec<String>,
         resume: Option<Vec<u8>>,
-    ) -> Result<crate::api::Reader, wit::ConnectorError> {
+    ) -> Result<Reader, sdk::ConnectorError> {
         let rt = runtime();
-        let state = rt
-            .block_on(open(&config, selection, resume, resolver()))
-            .map_err(to_wit)?;
-        Ok(crate::api::Reader::new(Reader {
-            rt,
-            state: RefCell::new(state),
-        }))
+        let state = rt.block_on(open(config, selection, resume, resolver()))?;
+        Ok(Reader { rt, state })
     }
 
-    fn next(&self, max_rows: u32) -> Result<Option<wit::Batch>, wit::ConnectorError> {
-        let mut state = self.state.borrow_mut();
-        self.rt
-            .block_on(next(&mut state, max_rows.max(1)))
-            .map_err(to_wit)
+    fn next(&mut self, max_rows: u32) -> Result<Option<sdk::Batch>, sdk::ConnectorError> {
+        Ok(self.rt.block_on(next(&mut self.state, max_rows.max(1)))?)
     }
 
-    fn ack(&self, position: Vec<u8>) -> Result<(), wit::ConnectorError> {
-        let mut state = self.state.borrow_mut();
-        let position = Position::decode(&position)
-            .map_err(|e| to_wit(GuestError::new(ErrorKind::Internal, e.to_string())))?;
-        if let (Phase::Streaming(stream), Some(lsn)) = (&mut state.phase, position.lsn()) {
-            self.rt.block_on(stream.ack(lsn)).map_err(to_wit)?;
+    fn ack(&mut self, position: &[u8]) -> Result<(), sdk::ConnectorError> {
+        let position =
+            Position::decode(position).map_err(|e| sdk::ConnectorError::internal(e.to_string()))?;
+        if let (Phase::Streaming(stream), Some(lsn)) = (&mut self.state.phase, position.lsn()) {
+            self.rt.block_on(stream.ack(lsn))?;
         }
         Ok(())
     }
@@ -575,14 +564,14 @@ async fn start_snapshot(
     })
 }
 
-fn table_ref(desc: &TableDesc) -> wit::TableRef {
-    wit::TableRef {
+fn table_ref(desc: &TableDesc) -> sdk::TableRef {
+    sdk::TableRef {
         namespace: desc.namespace.clone(),
         name: desc.name.clone(),
     }
 }
 
-async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<wit::Batch>> {
+async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<sdk::Batch>> {
     let phase = std::mem::replace(&mut state.phase, Phase::Failed);
     let (phase, result) = match phase {
         Phase::Snapshot {
@@ -613,8 +602,8 @@ async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<wit::Batch
                         }
                     }
                 }
-                let batch = wit::Batch {
-                    kind: wit::BatchKind::Snapshot,
+                let batch = sdk::Batch {
+                    kind: sdk::BatchKind::Snapshot,
                     position: Position {
                         stage: Stage::Snapshot {
                             generation,
@@ -624,7 +613,7 @@ async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<wit::Batch
                         tables: finished.clone(),
                     }
                     .encode(),
-                    tables: vec![wit::TableRows {
+                    tables: vec![sdk::TableRows {
                         table: table_ref(table),
                         first_of_table: chunk.first,
                         row_count: chunk.rows,
@@ -667,8 +656,8 @@ async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<wit::Batch
                         tables.len()
                     ),
                 );
-                let batch = wit::Batch {
-                    kind: wit::BatchKind::Heartbeat,
+                let batch = sdk::Batch {
+                    kind: sdk::BatchKind::Heartbeat,
                     position: Position::changes(generation, u64::MAX).encode(),
                     tables: Vec::new(),
                     lag_bytes: 0,
@@ -684,11 +673,11 @@ async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<wit::Batch
                 .map(|b| {
                     b.map(|b| {
                         let lsn = b.position.lsn().unwrap_or(0);
-                        wit::Batch {
+                        sdk::Batch {
                             kind: if b.heartbeat {
-                                wit::BatchKind::Heartbeat
+                                sdk::BatchKind::Heartbeat
                             } else {
-                                wit::BatchKind::Changes
+                                sdk::BatchKind::Changes
                             },
                             position: b.position.encode(),
                             lag_bytes: stream.received().saturating_sub(lsn),
@@ -696,7 +685,7 @@ async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<wit::Batch
                             tables: b
                                 .tables
                                 .into_iter()
-                                .map(|(desc, rows, ipc)| wit::TableRows {
+                                .map(|(desc, rows, ipc)| sdk::TableRows {
                                     table: table_ref(&desc),
                                     first_of_table: false,
                                     row_count: rows,

@@ -1,9 +1,9 @@
 //! Watching the replication slot: retained WAL, activity, bounds, idle heartbeats.
 
+use culvert_connector_sdk::host::{Level, gauge_set};
 use culvert_pg_guest::{ErrorKind, GuestError, GuestResult, PgConnectConfig, pg_error};
 use tokio_postgres::Client;
 
-use crate::culvert::connector::host::{Level, gauge_set};
 use crate::log;
 
 /// Prefix of heartbeat messages.

@@ -89,7 +89,7 @@ pub fn plan_work(pages: &[u64], range_pages: u64) -> Vec<Work> {
 /// marked first-of-table, sent before any rows, so ranges copied in parallel never race
 /// the destination's replacement of the table.
 pub fn start(plan: SnapshotPlan, resolve: Resolver) -> mpsc::Receiver<GuestResult<Chunk>> {
-    crate::culvert::connector::host::gauge_set("snapshot_tables_total", plan.tables.len() as f64);
+    culvert_connector_sdk::host::gauge_set("snapshot_tables_total", plan.tables.len() as f64);
     let workers = plan.workers.max(1);
     let (tx, rx) = mpsc::channel(workers + 1);
     let queue: Arc<Mutex<VecDeque<Work>>> =

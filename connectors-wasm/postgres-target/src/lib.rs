@@ -11,29 +11,20 @@ mod writer;
 
 use std::sync::Arc;
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "destination",
-    generate_all,
-});
-
-use culvert::connector::types as wit;
-use exports::culvert::connector::destination_connector::{self as api, Guest};
+use culvert_connector_sdk::host::{self, Level};
+use culvert_connector_sdk::{CheckResult, Destination, export_destination};
+use culvert_pg_guest::runtime;
 
 /// Resolves a configured host name through the agent.
 pub type Resolver = Arc<dyn Fn(&str) -> Result<Vec<String>, String> + Send + Sync>;
 
 fn resolver() -> Resolver {
-    Arc::new(|name: &str| culvert::connector::host::resolve(name))
+    Arc::new(host::resolve)
 }
 
-fn log(level: culvert::connector::host::Level, message: &str) {
-    culvert::connector::host::log(level, message);
+fn log(level: Level, message: &str) {
+    host::log(level, message);
 }
-
-culvert_pg_guest::define_to_wit!();
-
-use culvert_pg_guest::runtime;
 
 /// JSON Schema of the configuration.
 const SPEC: &str = r#"{
@@ -55,16 +46,16 @@ const SPEC: &str = r#"{
 
 struct Component;
 
-impl Guest for Component {
+impl Destination for Component {
     type Writer = writer::Writer;
 
     fn spec() -> String {
         SPEC.to_string()
     }
 
-    fn check(config: String) -> Vec<wit::CheckResult> {
-        runtime().block_on(writer::check(&config, resolver()))
+    fn check(config: &str) -> Vec<CheckResult> {
+        runtime().block_on(writer::check(config, resolver()))
     }
 }
 
-export!(Component);
+export_destination!(Component);

@@ -1,9 +1,9 @@
 //! The `writer` resource: one session, batches applied atomically with their position.
 
-use std::cell::RefCell;
-
 use std::collections::HashSet;
 
+use culvert_connector_sdk as sdk;
+use culvert_connector_sdk::host::{Level, gauge_set};
 use culvert_pg_arrow::arrow_array::{Array, RecordBatch, StringArray};
 use culvert_pg_arrow::ipc::from_ipc;
 use culvert_pg_arrow::schema::table_from_schema;
@@ -14,11 +14,9 @@ use culvert_pg_guest::{
 use tokio_postgres::Client;
 
 use crate::apply::{apply_changes, apply_snapshot};
-use crate::culvert::connector::host::{Level, gauge_set};
 use crate::ddl::{SchemaChange, Tables};
-use crate::exports::culvert::connector::destination_connector::GuestWriter;
 use crate::log;
-use crate::{Resolver, resolver, runtime, to_wit, wit};
+use crate::{Resolver, resolver, runtime};
 
 /// Schema metadata key of a table-rows entry that carries a schema change.
 const DDL_METADATA: &str = "culvert.ddl";
@@ -106,45 +104,37 @@ fn fence_of(config: &str) -> GuestResult<Option<i64>> {
 /// A destination session.
 pub struct Writer {
     rt: tokio::runtime::Runtime,
-    session: RefCell<Session>,
+    session: Session,
 }
 
-impl GuestWriter for Writer {
-    fn open(config: String, pipeline: String) -> Result<crate::api::Writer, wit::ConnectorError> {
+impl sdk::Writer for Writer {
+    fn open(config: &str, pipeline: &str) -> Result<Writer, sdk::ConnectorError> {
         let rt = runtime();
-        let session = rt
-            .block_on(open(&config, pipeline, resolver()))
-            .map_err(to_wit)?;
-        Ok(crate::api::Writer::new(Writer {
-            rt,
-            session: RefCell::new(session),
-        }))
+        let session = rt.block_on(open(config, pipeline.to_string(), resolver()))?;
+        Ok(Writer { rt, session })
     }
 
-    fn committed(&self) -> Result<Option<Vec<u8>>, wit::ConnectorError> {
-        let session = self.session.borrow();
-        self.rt
-            .block_on(committed(
-                &session.client,
-                &session.cfg,
-                &session.pipeline,
-                false,
-            ))
-            .map_err(to_wit)
+    fn committed(&mut self) -> Result<Option<Vec<u8>>, sdk::ConnectorError> {
+        let session = &self.session;
+        Ok(self.rt.block_on(committed(
+            &session.client,
+            &session.cfg,
+            &session.pipeline,
+            false,
+        ))?)
     }
 
-    fn apply(&self, batch: wit::Batch) -> Result<Vec<u8>, wit::ConnectorError> {
-        let mut session = self.session.borrow_mut();
-        let result = self.rt.block_on(apply(&mut session, batch));
+    fn apply(&mut self, batch: sdk::Batch) -> Result<Vec<u8>, sdk::ConnectorError> {
+        let result = self.rt.block_on(apply(&mut self.session, batch));
         if result.is_err() {
-            let s = &mut *session;
+            let s = &mut self.session;
             let _ = self.rt.block_on(s.client.batch_execute("ROLLBACK"));
             s.tables.reset();
             if let Ok(paused) = self.rt.block_on(load_paused(&s.client, &s.pipeline)) {
                 s.paused = paused;
             }
         }
-        result.map_err(to_wit)
+        Ok(result?)
     }
 }
 
@@ -248,7 +238,7 @@ fn decode(namespace: &str, name: &str, first: bool, ipc: &[u8]) -> GuestResult<O
     }))
 }
 
-async fn apply(session: &mut Session, batch: wit::Batch) -> GuestResult<Vec<u8>> {
+async fn apply(session: &mut Session, batch: sdk::Batch) -> GuestResult<Vec<u8>> {
     let mut entries = Vec::with_capacity(batch.tables.len());
     for rows in &batch.tables {
         if let Some(e) = decode(
@@ -340,7 +330,7 @@ async fn apply(session: &mut Session, batch: wit::Batch) -> GuestResult<Vec<u8>>
                 }
                 // Only change batches continue a transaction; the completing batch may be
                 // a bare position.
-                apply_entry(session, wit::BatchKind::Changes, e).await?;
+                apply_entry(session, sdk::BatchKind::Changes, e).await?;
             }
         }
         if !held.is_empty() {
@@ -385,7 +375,7 @@ fn last_truncate(batches: &[RecordBatch]) -> Option<(usize, usize)> {
     })
 }
 
-async fn apply_entry(session: &mut Session, kind: wit::BatchKind, mut e: Entry) -> GuestResult<()> {
+async fn apply_entry(session: &mut Session, kind: sdk::BatchKind, mut e: Entry) -> GuestResult<()> {
     let Session {
         cfg,
         pipeline,
@@ -409,14 +399,14 @@ async fn apply_entry(session: &mut Session, kind: wit::BatchKind, mut e: Entry) 
     if paused.contains(&plain) {
         // A recopy (or a truncate) replaces the table: rebuild it in the source's shape
         // and apply what follows the truncate.
-        if kind == wit::BatchKind::Changes {
+        if kind == sdk::BatchKind::Changes {
             let Some((b, i)) = last_truncate(&e.batches) else {
                 return Ok(());
             };
             let mut rest: Vec<RecordBatch> = e.batches.split_off(b);
             rest[0] = rest[0].slice(i, rest[0].num_rows() - i);
             e.batches = rest;
-        } else if !(kind == wit::BatchKind::Snapshot && e.first) {
+        } else if !(kind == sdk::BatchKind::Snapshot && e.first) {
             return Ok(());
         }
         client
@@ -462,15 +452,15 @@ async fn apply_entry(session: &mut Session, kind: wit::BatchKind, mut e: Entry) 
     }
     for (i, rb) in e.batches.iter().enumerate() {
         match kind {
-            wit::BatchKind::Snapshot => {
+            sdk::BatchKind::Snapshot => {
                 apply_snapshot(client, cfg, tables, &name, e.first && i == 0, rb).await?
             }
-            wit::BatchKind::Changes => {
+            sdk::BatchKind::Changes => {
                 if rb.num_rows() > 0 {
                     apply_changes(client, cfg, tables, &name, rb).await?
                 }
             }
-            wit::BatchKind::Heartbeat => {}
+            sdk::BatchKind::Heartbeat => {}
         }
     }
     Ok(())
@@ -498,10 +488,10 @@ async fn unpause(
 }
 
 /// Reachability, credentials and privileges of the target.
-pub async fn check(config: &str, resolve: Resolver) -> Vec<wit::CheckResult> {
+pub async fn check(config: &str, resolve: Resolver) -> Vec<sdk::CheckResult> {
     let mut out = Vec::new();
-    let push = |out: &mut Vec<wit::CheckResult>, name: &str, r: Result<(), String>| {
-        out.push(wit::CheckResult {
+    let push = |out: &mut Vec<sdk::CheckResult>, name: &str, r: Result<(), String>| {
+        out.push(sdk::CheckResult {
             name: name.to_string(),
             ok: r.is_ok(),
             message: r.err().unwrap_or_default(),

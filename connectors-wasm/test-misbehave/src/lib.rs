@@ -4,14 +4,9 @@
 
 use std::io::{Read, Write};
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "source",
-    generate_all,
-});
-
-use culvert::connector::types as wit;
-use exports::culvert::connector::source_connector::{Guest, GuestReader};
+use culvert_connector_sdk::{
+    Batch, CheckResult, ConnectorError, Result, Source, TableInfo, TableRef, export_source,
+};
 
 #[derive(serde::Deserialize)]
 struct Config {
@@ -22,11 +17,8 @@ struct Config {
     path: String,
 }
 
-fn fail(message: String) -> wit::ConnectorError {
-    wit::ConnectorError {
-        kind: wit::ErrorKind::Internal,
-        message,
-    }
+fn fail(message: String) -> ConnectorError {
+    ConnectorError::internal(message)
 }
 
 struct Component;
@@ -34,13 +26,9 @@ struct Component;
 /// Never constructed successfully unless the sandbox lets the misbehaviour through.
 struct Reader;
 
-impl GuestReader for Reader {
-    fn open(
-        config: String,
-        _selection: Vec<String>,
-        _resume: Option<Vec<u8>>,
-    ) -> Result<exports::culvert::connector::source_connector::Reader, wit::ConnectorError> {
-        let cfg: Config = serde_json::from_str(&config).map_err(|e| fail(e.to_string()))?;
+impl culvert_connector_sdk::Reader for Reader {
+    fn open(config: &str, _selection: Vec<String>, _resume: Option<Vec<u8>>) -> Result<Self> {
+        let cfg: Config = serde_json::from_str(config).map_err(|e| fail(e.to_string()))?;
         match cfg.mode.as_str() {
             "spin" => {
                 let mut x: u64 = 0;
@@ -72,16 +60,12 @@ impl GuestReader for Reader {
         }
     }
 
-    fn next(&self, _max_rows: u32) -> Result<Option<wit::Batch>, wit::ConnectorError> {
+    fn next(&mut self, _max_rows: u32) -> Result<Option<Batch>> {
         Ok(None)
-    }
-
-    fn ack(&self, _position: Vec<u8>) -> Result<(), wit::ConnectorError> {
-        Ok(())
     }
 }
 
-impl Guest for Component {
+impl Source for Component {
     type Reader = Reader;
 
     fn spec() -> String {
@@ -89,21 +73,17 @@ impl Guest for Component {
             .to_string()
     }
 
-    fn check(_config: String) -> Vec<wit::CheckResult> {
+    fn check(_config: &str) -> Vec<CheckResult> {
         Vec::new()
     }
 
-    fn discover(_config: String) -> Result<Vec<wit::TableInfo>, wit::ConnectorError> {
+    fn discover(_config: &str) -> Result<Vec<TableInfo>> {
         Ok(Vec::new())
     }
 
-    fn resync(
-        _config: String,
-        _selection: Vec<String>,
-        _tables: Vec<wit::TableRef>,
-    ) -> Result<String, wit::ConnectorError> {
+    fn resync(_config: &str, _selection: Vec<String>, _tables: Vec<TableRef>) -> Result<String> {
         Err(fail("this connector has nothing to resync".to_string()))
     }
 }
 
-export!(Component);
+export_source!(Component);
