@@ -24,13 +24,17 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
         .collect();
     entries.sort();
     for path in entries {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if path.is_dir() {
             let in_sdk = path
                 .parent()
                 .and_then(Path::parent)
                 .is_some_and(|p| p.file_name().is_some_and(|n| n == "sdk"));
-            if !SKIP.contains(&name) && !(in_sdk && SDK_SKIP.contains(&name)) {
+            let skipped = SKIP.contains(&name) || (in_sdk && SDK_SKIP.contains(&name));
+            if !skipped {
                 walk(root, &path, out);
             }
         } else {
@@ -55,11 +59,17 @@ fn main() {
             walk(root, &dir, &mut files);
         }
     }
-    let mut code = String::from("/// Every embedded file: path relative to the repository root, bytes.\npub static FILES: &[(&str, &[u8])] = &[\n");
+    let mut code = String::from(
+        "/// Every embedded file: path relative to the repository root, bytes.\npub static FILES: &[(&str, &[u8])] = &[\n",
+    );
     for (rel, abs) in files {
-        code.push_str(&format!("    ({rel:?}, include_bytes!({:?})),\n", abs.display().to_string()));
+        code.push_str(&format!(
+            "    ({rel:?}, include_bytes!({:?})),\n",
+            abs.display().to_string()
+        ));
     }
     code.push_str("];\n");
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("scaffold_files.rs");
+    let out =
+        PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("scaffold_files.rs");
     std::fs::write(out, code).expect("writing the embedded file list");
 }

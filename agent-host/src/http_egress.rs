@@ -84,8 +84,9 @@ pub async fn send(egress: &Egress, request: Request) -> Result<Response, String>
     for (name, value) in &request.headers {
         let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("`{name}` is not a valid HTTP header name"))?;
-        let value = reqwest::header::HeaderValue::from_str(value)
-            .map_err(|_| format!("the value of header `{name}` is not a valid HTTP header value"))?;
+        let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+            format!("the value of header `{name}` is not a valid HTTP header value")
+        })?;
         builder = builder.header(name, value);
     }
     let mut response = builder
@@ -183,7 +184,9 @@ mod tests {
             .unwrap_err();
         assert!(refused.contains("allow-list"), "{refused}");
         assert!(send(&egress, get("ftp://127.0.0.1/")).await.is_err());
-        let secret = send(&egress, get("ftp://127.0.0.1/x?sig=SECRET")).await.unwrap_err();
+        let secret = send(&egress, get("ftp://127.0.0.1/x?sig=SECRET"))
+            .await
+            .unwrap_err();
         assert!(!secret.contains("SECRET"), "{secret}");
         let response = send(&egress, get(&format!("http://127.0.0.1:{port}/x")))
             .await

@@ -70,7 +70,10 @@ pub fn egress_for(section: &ConnectorSection, spec: &str) -> Arc<Egress> {
         .settings
         .get("port")
         .and_then(Value::as_u64)
-        .or_else(|| spec.pointer("/properties/port/default").and_then(Value::as_u64))
+        .or_else(|| {
+            spec.pointer("/properties/port/default")
+                .and_then(Value::as_u64)
+        })
         .and_then(|p| u16::try_from(p).ok());
     let mut hosts: Vec<&str> = section
         .settings
@@ -415,6 +418,9 @@ impl TargetSide {
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// Shortest time between two `next` calls that both find nothing.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(250u64.saturating_mul(1 << attempt.min(7))).min(MAX_BACKOFF)
 }
@@ -502,7 +508,7 @@ async fn source_loop(
     buffer: Arc<Buffer>,
     mut position: Option<Vec<u8>>,
     mut committed: watch::Receiver<Option<Vec<u8>>>,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
     metrics: Metrics,
     progress: Arc<Progress>,
 ) -> Result<()> {
@@ -551,6 +557,7 @@ async fn source_loop(
         if !buffer.wait_for_room(Duration::from_secs(1)).await {
             progress.set_phase("waiting for target");
         } else {
+            let asked = tokio::time::Instant::now();
             match source.next(cfg.batch_rows).await {
                 Ok(Some(batch)) => {
                     match batch.kind {
@@ -579,6 +586,15 @@ async fn source_loop(
                 Ok(None) => {
                     attempt = 0;
                     resumed(&mut failed_at);
+                    // `next` should wait about a second for data; one that answers "nothing"
+                    // at once would otherwise keep a core busy.
+                    let waited = asked.elapsed();
+                    if waited < IDLE_POLL {
+                        tokio::select! {
+                            _ = tokio::time::sleep(IDLE_POLL - waited) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                    }
                 }
                 Err(e) => step = Err(e),
             }

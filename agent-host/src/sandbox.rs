@@ -14,8 +14,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::{destination, source};
 use crate::egress::Egress;
-use crate::http_egress;
 use crate::engine::ConnectorEngine;
+use crate::http_egress;
 use crate::limits::Limits;
 use crate::metrics::ConnectorMetrics;
 

@@ -20,6 +20,7 @@ use commands::api_key::ApiKeyCommand;
 use commands::connector::ConnectorCommand;
 use commands::env::EnvCommand;
 use commands::pipeline::PipelineCommand;
+use commands::registry::SigningKeyCommand;
 use local::LocalCommand;
 use local::state::{Stack, StateDir};
 use output::Output;
@@ -67,6 +68,9 @@ enum Command {
     /// API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Keys connector versions must be signed with.
+    #[command(subcommand, name = "signing-key")]
+    SigningKey(SigningKeyCommand),
     /// Run the control plane on this machine.
     #[command(subcommand)]
     Local(LocalCommand),
@@ -126,6 +130,12 @@ async fn run(cli: Cli) -> (Result<u8>, bool) {
     if let Command::Local(cmd) = cli.command {
         return (local::run(state, cmd, cli.output).await, true);
     }
+    if let Command::Connector(
+        cmd @ (ConnectorCommand::New { .. } | ConnectorCommand::Test { .. }),
+    ) = cli.command
+    {
+        return (connector_dev(cmd, cli.output).await, true);
+    }
     let api = match connect(&cli, &state) {
         Ok(a) => a,
         Err(e) => return (Err(e), true),
@@ -136,9 +146,49 @@ async fn run(cli: Cli) -> (Result<u8>, bool) {
         Command::Pipeline(c) => commands::pipeline::run(&api, c).await,
         Command::Agent(c) => commands::agent::run(&api, c).await,
         Command::ApiKey(c) => commands::api_key::run(&api, c).await,
+        Command::SigningKey(c) => commands::registry::run_signing_key(&api, c).await,
         Command::Local(_) => unreachable!("handled above"),
     };
     (result.map(|_| exit::OK), api.has_key)
+}
+
+/// `connector new` and `connector test`: local work on a connector project.
+async fn connector_dev(cmd: ConnectorCommand, output: Output) -> Result<u8> {
+    use commands::connector_dev::{KitArgs, new_project, test_component};
+    match cmd {
+        ConnectorCommand::New {
+            name,
+            lang,
+            kind,
+            dir,
+        } => new_project(&name, lang, kind, dir, output).map(|_| exit::OK),
+        ConnectorCommand::Test {
+            component,
+            config,
+            max_rows,
+            read_rows,
+            read_seconds,
+            memory_mib,
+            cpu_seconds_per_call,
+            egress,
+            tables,
+        } => {
+            let args = KitArgs {
+                component,
+                config,
+                max_rows,
+                read_rows,
+                read_seconds,
+                memory_mib,
+                cpu_seconds_per_call,
+                egress,
+                tables,
+            };
+            let passed = test_component(args, output).await?;
+            Ok(if passed { exit::OK } else { exit::OTHER })
+        }
+        _ => unreachable!("only new and test are local"),
+    }
 }
 
 fn main() -> ExitCode {

@@ -105,6 +105,8 @@ pub enum Action {
     Write,
     /// Manage API keys.
     ManageKeys,
+    /// Add or remove the keys connector versions must be signed with.
+    ManageSigningKeys,
     /// Speak the agent protocol.
     AgentProtocol,
 }
@@ -332,5 +334,7 @@ mod tests {
         assert!(authorize(&agent, Action::Read).is_err());
         assert!(authorize(&admin, Action::Write).is_ok());
         assert!(authorize(&admin, Action::AgentProtocol).is_err());
+        assert!(authorize(&admin, Action::ManageSigningKeys).is_ok());
+        assert!(authorize(&agent, Action::ManageSigningKeys).is_err());
     }
 }

@@ -97,6 +97,10 @@ pub fn router(app: Arc<App>) -> Router {
     }
     router
         .fallback(|| async { ApiError::NotFound("no such path; see /api/openapi.json".into()) })
+        // Components are up to 100 MiB; the handlers bound every other body themselves.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            culvert_control_api::registry::MAX_COMPONENT_BYTES + (1 << 20),
+        ))
         .with_state(app)
 }
 

@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document: component schemas derived from the API types, operations
 //! listed once here next to the `function.json` routes they document.
 
-use culvert_control_api::{agents, connectors, environments, keys, pipelines, problem};
+use culvert_control_api::{agents, connectors, environments, keys, pipelines, problem, registry};
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
@@ -31,6 +31,8 @@ use utoipa::OpenApi;
     pipelines::TableProgress,
     pipelines::DesiredState,
     pipelines::ResyncRequest,
+    pipelines::PipelineConnectors,
+    pipelines::ConnectorRun,
     agents::Agent,
     agents::AgentHealth,
     agents::AgentRegister,
@@ -48,11 +50,30 @@ use utoipa::OpenApi;
     keys::ApiKeyCreate,
     keys::ApiKeyCreated,
     keys::Role,
+    registry::Component,
+    registry::ComponentRef,
+    registry::ConnectorLimits,
+    registry::ConnectorTypeVersion,
+    registry::VersionPublish,
+    registry::VersionSignature,
+    registry::SigningKey,
+    registry::SigningKeyPut,
 )))]
 struct Schemas;
 
 fn schema(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn array_of(name: &str) -> Value {
+    json!({"type": "array", "items": schema(name)})
+}
+
+/// The body or reply of an operation that carries component bytes rather than JSON.
+const WASM: &str = "wasm";
+
+fn wasm_schema() -> Value {
+    json!({"type": "string", "contentMediaType": "application/wasm"})
 }
 
 fn page_of(name: &str) -> Value {
@@ -207,6 +228,105 @@ fn ops() -> Vec<Op> {
             None,
             200,
             Some(schema("ConnectorType")),
+            Plain,
+        ),
+        op(
+            "/v1/connector-types/{name}/versions",
+            "get",
+            "listConnectorTypeVersions",
+            "Every version of a registered connector type, with specs",
+            "registry",
+            None,
+            200,
+            Some(array_of("ConnectorTypeVersion")),
+            Plain,
+        ),
+        op(
+            "/v1/connector-types/{name}/versions",
+            "post",
+            "publishConnectorTypeVersion",
+            "Publish a version pinning an uploaded component (201; 200 when identical; 409 when the version exists otherwise)",
+            "registry",
+            Some("VersionPublish"),
+            201,
+            Some(schema("ConnectorTypeVersion")),
+            Plain,
+        ),
+        op(
+            "/v1/connector-types/{name}/versions/{version}",
+            "get",
+            "getConnectorTypeVersion",
+            "One version of a registered connector type",
+            "registry",
+            None,
+            200,
+            Some(schema("ConnectorTypeVersion")),
+            Plain,
+        ),
+        op(
+            "/v1/components/{digest}",
+            "get",
+            "getComponent",
+            "A stored component's size and kind",
+            "registry",
+            None,
+            200,
+            Some(schema("Component")),
+            Plain,
+        ),
+        op(
+            "/v1/components/{digest}",
+            "put",
+            "putComponent",
+            "Store a connector component by its SHA-256 (201; 200 when already stored)",
+            "registry",
+            Some(WASM),
+            201,
+            Some(schema("Component")),
+            Plain,
+        ),
+        op(
+            "/v1/signing-keys",
+            "get",
+            "listSigningKeys",
+            "The keys connector versions must be signed with",
+            "registry",
+            None,
+            200,
+            Some(array_of("SigningKey")),
+            Plain,
+        ),
+        op(
+            "/v1/signing-keys/{key_id}",
+            "get",
+            "getSigningKey",
+            "One signing key",
+            "registry",
+            None,
+            200,
+            Some(schema("SigningKey")),
+            Plain,
+        ),
+        op(
+            "/v1/signing-keys/{key_id}",
+            "put",
+            "putSigningKey",
+            "Add an ed25519 signing key; from then on every published version must be signed",
+            "registry",
+            Some("SigningKeyPut"),
+            201,
+            Some(schema("SigningKey")),
+            Plain,
+        ),
+        op(
+            "/v1/signing-keys/{key_id}",
+            "delete",
+            "deleteSigningKey",
+            "Remove a signing key",
+            "registry",
+            None,
+            204,
+            None,
             Plain,
         ),
         op(
@@ -484,8 +604,27 @@ fn ops() -> Vec<Op> {
             Some(json!({"type": "object", "properties": {"accepted": {"type": "integer"}}})),
             Plain,
         ),
+        op(
+            "/v1/agent/components/{digest}",
+            "get",
+            "getAgentComponent",
+            "Agent: a component's bytes; refuse them unless they hash to the digest",
+            "agent-protocol",
+            None,
+            200,
+            Some(wasm_schema()),
+            Plain,
+        ),
     ]
 }
+
+/// Operations that answer 200 instead of their usual status when the request repeats what
+/// is stored (idempotent puts and publications).
+const ALSO_200: &[&str] = &[
+    "putComponent",
+    "publishConnectorTypeVersion",
+    "putSigningKey",
+];
 
 fn parameters(op: &Op) -> Vec<Value> {
     let mut params = Vec::new();
@@ -534,12 +673,18 @@ pub fn document() -> Value {
         let mut responses = serde_json::Map::new();
         let mut ok = json!({"description": "Success"});
         if let Some(r) = &op.reply {
-            ok["content"] = json!({"application/json": {"schema": r}});
+            let media = r["contentMediaType"].as_str().unwrap_or("application/json");
+            ok["content"] = json!({media: {"schema": r}});
         }
         if matches!(op.method, "get" | "patch") && op.path.ends_with("{id}")
             || op.kind == Kind::Create
         {
             ok["headers"] = json!({"ETag": {"schema": {"type": "string"}, "description": "The resource version, for If-Match"}});
+        }
+        if ALSO_200.contains(&op.id) {
+            let mut same = ok.clone();
+            same["description"] = json!("Already stored; nothing changed");
+            responses.insert("200".into(), same);
         }
         responses.insert(op.status.to_string(), ok);
         if op.kind != Kind::Public {
@@ -562,7 +707,12 @@ pub fn document() -> Value {
         } else {
             operation["security"] = json!([{"bearer": []}]);
         }
-        if let Some(body) = op.body {
+        if op.body == Some(WASM) {
+            // application/octet-stream is accepted too, for clients that know no wasm type.
+            operation["requestBody"] = json!({"required": true, "content": {
+                "application/wasm": {"schema": wasm_schema()},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
+        } else if let Some(body) = op.body {
             operation["requestBody"] = json!({"required": op.path != "/v1/pipelines/{id}/resync",
                 "content": {"application/json": {"schema": schema(body)}}});
         }

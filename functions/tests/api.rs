@@ -1097,3 +1097,509 @@ async fn master_keys_in_key_vault_and_their_failures_are_explained() {
     }
     assert_no_canary(&pg_dump(&pg, "control"));
 }
+
+/// A component the agent build compiled (connectors-wasm, built by agent-host's build script
+/// into `<target>/wasm-connectors`).
+fn built_component(file: &str) -> Vec<u8> {
+    // The test binary is <target>/<profile>/deps/api-HASH.
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap();
+    let path = target
+        .join("wasm-connectors/wasm32-wasip2/release")
+        .join(file);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the agent first (cargo build --release -p culvert-agent-host) so its build script compiles the connectors",
+            path.display()
+        )
+    })
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+impl Handler {
+    /// `PUT /v1/components/{digest}` with `bytes`: `(status, body)`.
+    async fn put_component(&self, digest: &str, bytes: &[u8], content_type: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .put(format!("{}/api/v1/components/{digest}", self.base))
+            .bearer_auth(&self.admin)
+            .header("Content-Type", content_type)
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_registry_on_a_real_store() {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use ed25519_dalek::Signer;
+
+    let pg = Cluster::start(&[]);
+    pg.create_db("control");
+    let compute = compute_server();
+    let dir = culvert_tests::workdir("functions-registry");
+    let h = start(&pg, &compute.url, &dir);
+    let admin = h.admin.clone();
+    let wasm = "application/wasm";
+
+    // Components: the bytes must hash to the path's digest and be a connector component.
+    let source = built_component("postgres_source.wasm");
+    let misbehave = built_component("test_misbehave.wasm");
+    let target = built_component("postgres_target.wasm");
+    let (ds, dm, dt) = (
+        sha256_hex(&source),
+        sha256_hex(&misbehave),
+        sha256_hex(&target),
+    );
+    let (s, p) = h.put_component(&dm, &source, wasm).await;
+    assert_eq!(s, 400, "{p}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains(&dm) && detail.contains(&ds), "{detail}");
+    let core = b"\0asm\x01\0\0\0".to_vec();
+    let (s, p) = h.put_component(&sha256_hex(&core), &core, wasm).await;
+    assert_eq!(s, 400, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("core WebAssembly module"),
+        "{p}"
+    );
+    assert!(
+        p["detail"].as_str().unwrap().contains("wasm32-wasip2"),
+        "{p}"
+    );
+    assert_eq!(h.put_component("not-a-digest", &source, wasm).await.0, 400);
+    assert_eq!(
+        h.put_component(&ds, &source, "application/json").await.0,
+        415
+    );
+    let (s, c) = h.put_component(&ds, &source, wasm).await;
+    assert_eq!((s, c["kind"].as_str()), (201, Some("source")), "{c}");
+    assert_eq!(c["size"], source.len() as u64);
+    let (s, _) = h.put_component(&ds, &source, wasm).await;
+    assert_eq!(s, 200, "storing the same bytes again changes nothing");
+    assert_eq!(h.put_component(&dm, &misbehave, wasm).await.0, 201);
+    let (s, c) = h.put_component(&dt, &target, wasm).await;
+    assert_eq!((s, c["kind"].as_str()), (201, Some("target")), "{c}");
+    let (s, c, _) = h.admin("GET", &format!("/v1/components/{ds}"), None).await;
+    assert_eq!((s, c["digest"].as_str()), (200, Some(ds.as_str())));
+
+    // Versions: immutable, kind from the component, spec and egress checked.
+    let spec = |extra: Value| {
+        let mut props = json!({
+            "url": {"type": "string", "x-culvert-egress": true},
+            "token": {"type": "string", "writeOnly": true, "x-culvert-secret": true}});
+        props
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({"type": "object", "required": ["url"], "additionalProperties": false, "properties": props})
+    };
+    let v1 = json!({"version": "1.0.0", "digest": ds, "spec": spec(json!({})),
+        "egress": ["auth.example.com:443"], "limits": {"memory_mib": 128}, "description": "first"});
+    let versions = "/v1/connector-types/acme-source/versions";
+    let (s, v, _) = h.admin("POST", versions, Some(v1.clone())).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["kind"], "source");
+    assert_eq!(v["size"], source.len() as u64);
+    assert_eq!(v["egress"], json!(["auth.example.com:443"]));
+    assert_eq!(v["limits"], json!({"memory_mib": 128}));
+    assert!(v.get("signed_by").is_none(), "{v}");
+    let (s, again, _) = h.admin("POST", versions, Some(v1.clone())).await;
+    assert_eq!(
+        (s, &again["created_at"]),
+        (200, &v["created_at"]),
+        "an identical republish is a no-op"
+    );
+    let mut other = v1.clone();
+    other["digest"] = json!(dm);
+    let (s, p, _) = h.admin("POST", versions, Some(other)).await;
+    assert_eq!(s, 409, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("immutable"), "{p}");
+    let mut other = v1.clone();
+    other["egress"] = json!(["evil.example.com:443"]);
+    assert_eq!(h.admin("POST", versions, Some(other)).await.0, 409);
+    let mut wrong_kind = v1.clone();
+    wrong_kind["version"] = json!("0.9.0");
+    wrong_kind["digest"] = json!(dt);
+    let (s, p, _) = h.admin("POST", versions, Some(wrong_kind)).await;
+    assert_eq!(
+        s, 409,
+        "a target component cannot become a version of a source type: {p}"
+    );
+    let (s, p, _) = h
+        .admin(
+            "POST",
+            "/v1/connector-types/postgres-source/versions",
+            Some(v1.clone()),
+        )
+        .await;
+    assert_eq!(s, 409, "{p}");
+    assert_eq!(
+        h.admin(
+            "POST",
+            "/v1/connector-types/Acme/versions",
+            Some(v1.clone())
+        )
+        .await
+        .0,
+        400
+    );
+    for (field, value, pointer) in [
+        ("digest", json!("ab".repeat(32)), "/digest"),
+        ("version", json!("1.0"), "/version"),
+        (
+            "spec",
+            json!({"type": "object", "properties": {"a": {"type": "nope"}}}),
+            "/spec",
+        ),
+        ("egress", json!(["no-port"]), "/egress/0"),
+        ("limits", json!({"memory_mib": 1}), "/limits/memory_mib"),
+        ("description", json!("nul\u{0}byte"), "/description"),
+        (
+            "spec",
+            json!({"type": "object", "title": "nul\u{0}"}),
+            "/spec",
+        ),
+    ] {
+        let mut bad = v1.clone();
+        bad["version"] = json!("3.0.0");
+        bad[field] = value;
+        let (s, p, _) = h.admin("POST", versions, Some(bad)).await;
+        assert_eq!(
+            (s, p["errors"][0]["pointer"].as_str()),
+            (422, Some(pointer)),
+            "{p}"
+        );
+    }
+    let v11 = json!({"version": "1.1.0", "digest": ds, "spec": spec(json!({"region": {"type": "string"}}))});
+    assert_eq!(h.admin("POST", versions, Some(v11)).await.0, 201);
+    let (_, types, _) = h.admin("GET", "/v1/connector-types", None).await;
+    let types = types.as_array().unwrap();
+    let pg_type = types
+        .iter()
+        .find(|t| t["name"] == "postgres-source")
+        .unwrap();
+    assert_eq!(pg_type["first_party"], true);
+    let acme = types.iter().find(|t| t["name"] == "acme-source").unwrap();
+    assert_eq!(acme["latest_version"], "1.1.0", "{acme}");
+    assert!(
+        acme["spec"]["properties"]["region"].is_object(),
+        "the latest version's spec"
+    );
+    let (_, t, _) = h
+        .admin("GET", "/v1/connector-types/acme-source", None)
+        .await;
+    assert_eq!(t["versions"].as_array().unwrap().len(), 2, "{t}");
+    assert_eq!(t["versions"][0]["digest"], ds.as_str());
+    assert_eq!(t["versions"][0]["egress"], json!(["auth.example.com:443"]));
+    let (s, one, _) = h.admin("GET", &format!("{versions}/1.0.0"), None).await;
+    assert_eq!(
+        (s, one["spec"]["required"].clone()),
+        (200, json!(["url"])),
+        "{one}"
+    );
+    assert_eq!(
+        h.admin("GET", &format!("{versions}/9.9.9"), None).await.0,
+        404
+    );
+    assert_eq!(
+        h.admin("GET", "/v1/connector-types/nope/versions", None)
+            .await
+            .0,
+        404
+    );
+    let nul = "/v1/connector-types/a%00b/versions/1.0.0";
+    assert_eq!(h.admin("GET", nul, None).await.0, 404);
+
+    // Signing keys: once one exists, every publication needs a valid signature by one.
+    let signer = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
+    let public = B64.encode(signer.verifying_key().to_bytes());
+    let key_path = "/v1/signing-keys/release";
+    let (s, k, _) = h
+        .admin("PUT", key_path, Some(json!({"public_key": public})))
+        .await;
+    assert_eq!(
+        (s, k["public_key"].as_str()),
+        (201, Some(public.as_str())),
+        "{k}"
+    );
+    assert_eq!(
+        h.admin("PUT", key_path, Some(json!({"public_key": public})))
+            .await
+            .0,
+        200
+    );
+    let other_key = B64.encode(
+        ed25519_dalek::SigningKey::from_bytes(&[1u8; 32])
+            .verifying_key()
+            .to_bytes(),
+    );
+    assert_eq!(
+        h.admin("PUT", key_path, Some(json!({"public_key": other_key})))
+            .await
+            .0,
+        409
+    );
+    let (s, p, _) = h
+        .admin(
+            "PUT",
+            "/v1/signing-keys/bad",
+            Some(json!({"public_key": "c2hvcnQ="})),
+        )
+        .await;
+    assert_eq!(
+        (s, p["errors"][0]["pointer"].as_str()),
+        (422, Some("/public_key")),
+        "{p}"
+    );
+    let (_, keys, _) = h.admin("GET", "/v1/signing-keys", None).await;
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+    let sign = |version: &str| {
+        let msg = format!("culvert-connector:v1:acme-source:{version}:{ds}");
+        B64.encode(signer.sign(msg.as_bytes()).to_bytes())
+    };
+    let v12 = json!({"version": "1.2.0", "digest": ds, "spec": spec(json!({}))});
+    let (s, p, _) = h.admin("POST", versions, Some(v12.clone())).await;
+    assert_eq!(s, 403, "{p}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("release") && detail.contains("--sign-key"),
+        "{detail}"
+    );
+    let mut forged = v12.clone();
+    forged["signature"] = json!({"key_id": "release", "value": sign("1.1.9")});
+    let (s, p, _) = h.admin("POST", versions, Some(forged)).await;
+    assert_eq!(
+        s, 403,
+        "a signature over another version does not verify: {p}"
+    );
+    let mut unknown = v12.clone();
+    unknown["signature"] = json!({"key_id": "someone", "value": sign("1.2.0")});
+    let (s, p, _) = h.admin("POST", versions, Some(unknown)).await;
+    assert_eq!(s, 403, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("accepted keys are release"),
+        "{p}"
+    );
+    let mut signed = v12.clone();
+    signed["signature"] = json!({"key_id": "release", "value": sign("1.2.0")});
+    let (s, v, _) = h.admin("POST", versions, Some(signed)).await;
+    assert_eq!((s, v["signed_by"].as_str()), (201, Some("release")), "{v}");
+    let (s, _, _) = h.admin("DELETE", key_path, None).await;
+    assert_eq!(s, 204);
+    assert_eq!(h.admin("DELETE", key_path, None).await.0, 404);
+
+    // Connectors pin a version and are validated against its spec.
+    let (s, env, _) = h
+        .invoke_http(
+            "environments",
+            "POST",
+            json!({}),
+            Some(json!({"name": "reg", "provider": "local"})),
+            &admin,
+        )
+        .await;
+    assert_eq!(s, 201, "{env}");
+    let env_id = env["id"].as_str().unwrap().to_string();
+    let connector = |name: &str, ty: &str, config: Value| json!({"name": name, "environment_id": env_id, "type": ty, "config": config});
+    let cfg = json!({"url": "https://auth.example.com/api", "token": "tok-secret-77"});
+    let (s, c, _) = h
+        .admin(
+            "POST",
+            "/v1/connectors",
+            Some(connector("acme", "acme-source@1.0.0", cfg.clone())),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    assert_eq!(
+        (
+            c["type"].as_str(),
+            c["type_version"].as_str(),
+            c["digest"].as_str()
+        ),
+        (Some("acme-source"), Some("1.0.0"), Some(ds.as_str()))
+    );
+    assert_eq!(c["secrets"], json!(["token"]));
+    assert!(!c.to_string().contains("tok-secret-77"));
+    let acme_id = c["id"].as_str().unwrap().to_string();
+    let mut with_region = cfg.clone();
+    with_region["region"] = json!("eu");
+    let (s, p, _) = h
+        .admin(
+            "POST",
+            "/v1/connectors",
+            Some(connector("acme2", "acme-source@1.0.0", with_region.clone())),
+        )
+        .await;
+    assert_eq!(s, 422, "1.0.0's spec has no region: {p}");
+    assert!(
+        p["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["pointer"] == "/config/region"),
+        "{p}"
+    );
+    let (s, c, _) = h
+        .admin(
+            "POST",
+            "/v1/connectors",
+            Some(connector("acme-latest", "acme-source", cfg.clone())),
+        )
+        .await;
+    assert_eq!(
+        (s, c["type_version"].as_str()),
+        (201, Some("1.2.0")),
+        "the latest version: {c}"
+    );
+    for (ty, why) in [
+        ("acme-source@7.0.0", "its versions are 1.0.0, 1.1.0, 1.2.0"),
+        ("nope-source", "unknown connector type"),
+        ("postgres-source@1.0.0", "has no versions"),
+    ] {
+        let (s, p, _) = h
+            .admin(
+                "POST",
+                "/v1/connectors",
+                Some(connector("x", ty, cfg.clone())),
+            )
+            .await;
+        assert_eq!(s, 422, "{ty}: {p}");
+        assert!(p["detail"].as_str().unwrap().contains(why), "{ty}: {p}");
+    }
+    let acme_path = format!("/v1/connectors/{acme_id}");
+    let (s, c, _) = h
+        .admin(
+            "PATCH",
+            &acme_path,
+            Some(json!({"type_version": "1.1.0", "config": {"region": "eu"}})),
+        )
+        .await;
+    assert_eq!((s, c["type_version"].as_str()), (200, Some("1.1.0")), "{c}");
+    assert_eq!(c["secrets"], json!(["token"]), "the sealed secret is kept");
+    let (s, p, _) = h
+        .admin("PATCH", &acme_path, Some(json!({"type_version": "1.0.0"})))
+        .await;
+    assert_eq!(s, 422, "going back re-validates against 1.0.0's spec: {p}");
+    let (s, c, _) = h
+        .admin(
+            "PATCH",
+            &acme_path,
+            Some(json!({"type_version": "1.0.0", "config": {"region": null}})),
+        )
+        .await;
+    assert_eq!((s, c["type_version"].as_str()), (200, Some("1.0.0")), "{c}");
+    let tgt = connector(
+        "dst",
+        "postgres-target",
+        json!({"host": "127.0.0.1", "user": "postgres", "database": "replica"}),
+    );
+    let (s, tgt, _) = h.admin("POST", "/v1/connectors", Some(tgt)).await;
+    assert_eq!(s, 201, "{tgt}");
+
+    // A pipeline shows what it runs; agents get the component reference, egress and limits,
+    // and fetch the bytes by digest.
+    let pipe = json!({"name": "acme_orders", "source_id": acme_id, "target_id": tgt["id"], "tables": ["demo.*"]});
+    let (s, pipe, _) = h.admin("POST", "/v1/pipelines", Some(pipe)).await;
+    assert_eq!(s, 201, "{pipe}");
+    assert_eq!(
+        pipe["connectors"]["source"]["type_version"], "1.0.0",
+        "{pipe}"
+    );
+    assert_eq!(pipe["connectors"]["source"]["digest"], ds.as_str());
+    assert_eq!(pipe["connectors"]["target"]["type"], "postgres-target");
+    let pid = pipe["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        h.admin("POST", &format!("/v1/pipelines/{pid}/deploy"), None)
+            .await
+            .0,
+        200
+    );
+    let msg = json!({"environment_id": env_id, "action": "ensure"});
+    assert_eq!(h.invoke_queue("provision", &msg, 1).await, 200);
+    let token = compute.requests.lock().unwrap().last().unwrap()["registration_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = json!({"environment_id": env_id, "name": "reg-agent", "version": "test"});
+    let (s, r, _) = h
+        .http("POST", "/v1/agent/register", Some(&token), Some(body), &[])
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let agent = r["agent_key"].as_str().unwrap().to_string();
+    let (s, beat, _) = h.heartbeat(&agent, json!({"running": []})).await;
+    assert_eq!(s, 200, "{beat}");
+    let src = &beat["assignments"][0]["source"];
+    assert_eq!(
+        src["component"],
+        json!({"digest": ds, "size": source.len()}),
+        "{beat}"
+    );
+    assert_eq!(src["type_version"], "1.0.0");
+    assert_eq!(src["egress"], json!(["auth.example.com:443"]));
+    assert_eq!(src["limits"], json!({"memory_mib": 128}));
+    assert!(beat["assignments"][0]["target"].get("component").is_none());
+    let (_, st, _) = h
+        .admin("GET", &format!("/v1/pipelines/{pid}/status"), None)
+        .await;
+    assert_eq!(st["connectors"]["source"]["type_version"], "1.0.0", "{st}");
+
+    let fetch = |key: String, digest: String| {
+        let (client, base) = (h.client.clone(), h.base.clone());
+        async move {
+            let resp = client
+                .get(format!("{base}/api/v1/agent/components/{digest}"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let ctype = resp
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, ctype, resp.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (s, ctype, bytes) = fetch(agent.clone(), ds.clone()).await;
+    assert_eq!((s, ctype.as_deref()), (200, Some("application/wasm")));
+    assert_eq!(
+        sha256_hex(&bytes),
+        ds,
+        "the agent receives exactly the published bytes"
+    );
+    assert_eq!(fetch(admin.clone(), ds.clone()).await.0, 403, "agents only");
+    assert_eq!(fetch(agent.clone(), "ab".repeat(32)).await.0, 404);
+
+    // Validations carry the component too.
+    let (s, v, _) = h
+        .invoke_http(
+            "connector-validate",
+            "POST",
+            json!({"id": acme_id}),
+            None,
+            &admin,
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    let (_, beat, _) = h.heartbeat(&agent, json!({"running": []})).await;
+    assert_eq!(
+        beat["validations"][0]["connector"]["component"]["digest"],
+        ds.as_str(),
+        "{beat}"
+    );
+}

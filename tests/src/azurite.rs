@@ -59,7 +59,10 @@ impl Azurite {
             .expect("starting azurite");
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", blob)).is_err() {
-            assert!(Instant::now() < deadline, "azurite did not listen on {blob}");
+            assert!(
+                Instant::now() < deadline,
+                "azurite did not listen on {blob}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let sas = culvert_azure::sas::AccountSas::for_blobs(
@@ -107,7 +110,11 @@ impl Azurite {
     pub fn get(&self, container: &str, name: &str) -> Option<Vec<u8>> {
         let r = self
             .http
-            .get(format!("{}/{name}?{}", self.container_url(container), self.sas))
+            .get(format!(
+                "{}/{name}?{}",
+                self.container_url(container),
+                self.sas
+            ))
             .header("x-ms-version", "2021-12-02")
             .send()
             .expect("get blob");

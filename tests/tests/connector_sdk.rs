@@ -68,7 +68,11 @@ fn templates_of(lang: &str) {
         &[],
     );
     assert_ne!(refused.code, 0, "{}", refused.stdout);
-    assert!(refused.stdout.contains("FAIL  check "), "{}", refused.stdout);
+    assert!(
+        refused.stdout.contains("FAIL  check "),
+        "{}",
+        refused.stdout
+    );
 
     let pipeline = format!("{lang}-tpl");
     let rows = 20_000u64;
@@ -147,7 +151,12 @@ impl TestApi {
         let child = std::process::Command::new("python3")
             .arg(script)
             .args(["--port", &port.to_string(), "--token", token])
-            .args(["--resources", "orders,customers", "--items", &items.to_string()])
+            .args([
+                "--resources",
+                "orders,customers",
+                "--items",
+                &items.to_string(),
+            ])
             .spawn()
             .expect("start test_server.py");
         culvert_tests::wait_until(30, "the test API to listen", || {
@@ -185,7 +194,10 @@ fn ndjson_lines(azurite: &Azurite, container: &str, prefix: &str) -> Vec<(String
             continue;
         }
         let body = azurite.get(container, &name).unwrap_or_default();
-        for line in String::from_utf8_lossy(&body).lines().filter(|l| !l.trim().is_empty()) {
+        for line in String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
             let v: Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("{name}: {line:?} is not JSON: {e}"));
             out.push((name.clone(), v));
@@ -214,9 +226,16 @@ fn examples_pass_the_kit_and_run_from_the_registry() {
     let examples = culvert_tests::connectors::repo_root().join("examples/connectors");
     let datagen = build(&examples.join("datagen-source"), "datagen-source");
     let http = build(&examples.join("http-json-source"), "http-json-source");
-    let ndjson = build(&examples.join("blob-ndjson-destination"), "blob-ndjson-destination");
+    let ndjson = build(
+        &examples.join("blob-ndjson-destination"),
+        "blob-ndjson-destination",
+    );
     let token = "kit-token-7";
-    let api = TestApi::start(&examples.join("http-json-source/test_server.py"), token, 300);
+    let api = TestApi::start(
+        &examples.join("http-json-source/test_server.py"),
+        token,
+        300,
+    );
     let azurite = Azurite::start(&work.join("azurite"));
     azurite.create_container("events");
 
@@ -243,8 +262,13 @@ fn examples_pass_the_kit_and_run_from_the_registry() {
     assert_kit_passes(&ndjson, &sink, &[]);
 
     // The kit fails a component that breaks its limits, and says which.
-    let misbehave = Path::new(culvert_agent_host::connectors::build_dir()).join("test_misbehave.wasm");
-    let r = kit(&misbehave, &json!({"mode": "memory"}), &["--memory-mib", "64"]);
+    let misbehave =
+        Path::new(culvert_agent_host::connectors::build_dir()).join("test_misbehave.wasm");
+    let r = kit(
+        &misbehave,
+        &json!({"mode": "memory"}),
+        &["--memory-mib", "64"],
+    );
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("memory limit of 64 MiB"), "{}", r.stdout);
     // A wrong token is a failed check with the API's refusal, not a crash.
@@ -256,16 +280,33 @@ fn examples_pass_the_kit_and_run_from_the_registry() {
 
     // Published to the registry, pinned by version, run by the environment's agents.
     let stack = culvert_tests::stack::Stack::up(&work.join("stack"));
-    for (wasm, name) in [(&http, "http-json-source"), (&ndjson, "blob-ndjson-destination")] {
+    for (wasm, name) in [
+        (&http, "http-json-source"),
+        (&ndjson, "blob-ndjson-destination"),
+    ] {
         let r = stack.culvert(&[
-            "connector", "publish", wasm.to_str().unwrap(), "--name", name, "--version", "1.0.0",
+            "connector",
+            "publish",
+            wasm.to_str().unwrap(),
+            "--name",
+            name,
+            "--version",
+            "1.0.0",
         ]);
         assert_eq!(r.code, 0, "publish {name}: {}{}", r.stdout, r.stderr);
     }
     let versions = stack.json(&["connector", "versions", "http-json-source"]);
     assert!(versions.to_string().contains("1.0.0"), "{versions}");
     stack.json(&["env", "create", "demo", "--local"]);
-    let r = stack.culvert(&["env", "wait", "demo", "--state", "ready", "--timeout", "120"]);
+    let r = stack.culvert(&[
+        "env",
+        "wait",
+        "demo",
+        "--state",
+        "ready",
+        "--timeout",
+        "120",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let src_file = work.join("api-src.json");
     std::fs::write(
@@ -275,8 +316,17 @@ fn examples_pass_the_kit_and_run_from_the_registry() {
     .unwrap();
     let r = stack.culvert_env(
         &[
-            "connector", "create", "api-src", "--env", "demo", "--type", "http-json-source@1.0.0",
-            "--config", src_file.to_str().unwrap(), "--secret-env", "token=API_TOKEN",
+            "connector",
+            "create",
+            "api-src",
+            "--env",
+            "demo",
+            "--type",
+            "http-json-source@1.0.0",
+            "--config",
+            src_file.to_str().unwrap(),
+            "--secret-env",
+            "token=API_TOKEN",
         ],
         &[("API_TOKEN", token)],
     );
@@ -284,17 +334,34 @@ fn examples_pass_the_kit_and_run_from_the_registry() {
     let sink_url = azurite.container_url("events");
     let r = stack.culvert_env(
         &[
-            "connector", "create", "events-sink", "--env", "demo", "--type",
-            "blob-ndjson-destination", "--set", &format!("container_url={sink_url}"), "--set",
-            "prefix=cdc/", "--secret-env", "sas=SINK_SAS",
+            "connector",
+            "create",
+            "events-sink",
+            "--env",
+            "demo",
+            "--type",
+            "blob-ndjson-destination",
+            "--set",
+            &format!("container_url={sink_url}"),
+            "--set",
+            "prefix=cdc/",
+            "--secret-env",
+            "sas=SINK_SAS",
         ],
         &[("SINK_SAS", azurite.sas())],
     );
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let sink_connector = stack.json(&["connector", "get", "events-sink"]);
-    assert_eq!(sink_connector["version"], "1.0.0", "{sink_connector}");
+    assert_eq!(sink_connector["type_version"], "1.0.0", "{sink_connector}");
     let r = stack.culvert(&[
-        "pipeline", "create", "api", "--source", "api-src", "--target", "events-sink", "--tables",
+        "pipeline",
+        "create",
+        "api",
+        "--source",
+        "api-src",
+        "--target",
+        "events-sink",
+        "--tables",
         "api.*",
     ]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
@@ -305,7 +372,11 @@ fn examples_pass_the_kit_and_run_from_the_registry() {
         let lines = ndjson_lines(&azurite, "events", "cdc/");
         ids_of(&lines, "orders") == all && ids_of(&lines, "customers") == all
     });
-    api.post("orders", token, &json!({"id": 5, "name": "changed at the source"}));
+    api.post(
+        "orders",
+        token,
+        &json!({"id": 5, "name": "changed at the source"}),
+    );
     culvert_tests::wait_until(120, "the update to arrive as a change", || {
         ndjson_lines(&azurite, "events", "cdc/")
             .iter()

@@ -35,7 +35,10 @@ impl FileStore {
         let bytes = bytes.to_vec();
         tokio::task::spawn_blocking(move || -> Result<()> {
             use std::io::Write;
-            let tmp = path.with_extension("tmp");
+            // Unique per write: the released mark is rewritten by concurrent releases.
+            static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = path.with_extension(format!("{n}.tmp"));
             let mut f = std::fs::File::create(&tmp)
                 .with_context(|| format!("writing {}", tmp.display()))?;
             f.write_all(&bytes)

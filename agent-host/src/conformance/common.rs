@@ -13,9 +13,11 @@ pub(crate) type CheckLine = (String, bool, String);
 
 /// `spec` of a source instance.
 pub(crate) async fn source_spec(i: &mut Instance<src::Source>) -> Result<String> {
-    i.call("spec", |s, w| w.culvert_connector_source_connector().call_spec(s))
-        .await
-        .map_err(|e| anyhow!(e))
+    i.call("spec", |s, w| {
+        w.culvert_connector_source_connector().call_spec(s)
+    })
+    .await
+    .map_err(|e| anyhow!(e))
 }
 
 /// `spec` of a destination instance.
@@ -200,7 +202,10 @@ pub(crate) fn judge_good(report: &mut Report, answer: Result<Vec<CheckLine>>) ->
                 .collect();
             if failed.is_empty() {
                 let names: Vec<&str> = lines.iter().map(|(n, _, _)| n.as_str()).collect();
-                report.pass(name, format!("all {} passed ({})", lines.len(), names.join(", ")));
+                report.pass(
+                    name,
+                    format!("all {} passed ({})", lines.len(), names.join(", ")),
+                );
                 true
             } else {
                 report.fail(

@@ -18,16 +18,15 @@ use crate::sandbox::Instance;
 type Inst = Instance<dst::Destination>;
 
 async fn check(i: &mut Inst, config: &str) -> Result<Vec<CheckLine>> {
-    Ok(i
-        .call("check", |s, w| {
-            w.culvert_connector_destination_connector()
-                .call_check(s, config)
-        })
-        .await
-        .map_err(|e| anyhow!(e))?
-        .into_iter()
-        .map(|r| (r.name, r.ok, r.message))
-        .collect())
+    Ok(i.call("check", |s, w| {
+        w.culvert_connector_destination_connector()
+            .call_check(s, config)
+    })
+    .await
+    .map_err(|e| anyhow!(e))?
+    .into_iter()
+    .map(|r| (r.name, r.ok, r.message))
+    .collect())
 }
 
 /// An open writer and its instance; dropping it is the simulated crash.
@@ -121,9 +120,7 @@ async fn apply_all(w: &mut Writing, batches: &[Batch], what: &str) -> Result<()>
 }
 
 fn hex_opt(p: &Option<Vec<u8>>) -> String {
-    p.as_ref()
-        .map(hex::encode)
-        .unwrap_or_else(|| "none".into())
+    p.as_ref().map(hex::encode).unwrap_or_else(|| "none".into())
 }
 
 /// Run the destination checks.
@@ -154,7 +151,10 @@ pub(crate) async fn run(
     let mut peak = inst.peak_memory();
     drop(inst);
 
-    let pipeline = format!("culvert-kit-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let pipeline = format!(
+        "culvert-kit-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
     let batches = synthetic::batches();
     let (head, tail) = batches.split_at(batches.len() - 1);
     let mut slowest = Duration::ZERO;
@@ -259,7 +259,10 @@ pub(crate) async fn run(
         Ok(()) => match w.committed().await {
             Ok(c) if c.as_deref() == tail.last().map(|b| b.position.as_slice()) => report.pass(
                 "continue",
-                format!("the next batch applies after the replay; committed = {}", hex_opt(&c)),
+                format!(
+                    "the next batch applies after the replay; committed = {}",
+                    hex_opt(&c)
+                ),
             ),
             Ok(c) => report.fail(
                 "continue",

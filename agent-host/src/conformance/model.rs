@@ -168,7 +168,8 @@ impl Model {
         let mut before: Option<Vec<String>> = None;
         for (i, mut row) in rows.into_iter().enumerate() {
             let op = if ops.is_null(i) { "" } else { ops.value(i) };
-            let key_of = |r: &[String]| -> Vec<String> { key.iter().map(|&k| r[k].clone()).collect() };
+            let key_of =
+                |r: &[String]| -> Vec<String> { key.iter().map(|&k| r[k].clone()).collect() };
             match op {
                 "T" => {
                     table.keyed.clear();
@@ -246,12 +247,17 @@ impl Model {
             if a == b {
                 continue;
             }
-            let (a, b) = (a.cloned().unwrap_or_default(), b.cloned().unwrap_or_default());
+            let (a, b) = (
+                a.cloned().unwrap_or_default(),
+                b.cloned().unwrap_or_default(),
+            );
             for (k, row) in &a.keyed {
                 match b.keyed.get(k) {
                     None => return Some(format!("table {name}: key {k:?} is missing")),
                     Some(r) if r != row => {
-                        return Some(format!("table {name}: key {k:?} is {r:?}, expected {row:?}"));
+                        return Some(format!(
+                            "table {name}: key {k:?} is {r:?}, expected {row:?}"
+                        ));
                     }
                     _ => {}
                 }
@@ -273,12 +279,7 @@ impl Model {
     }
 }
 
-fn remove_keyless(
-    table: &mut TableState,
-    row: &[String],
-    name: &str,
-    anomalies: &mut Vec<String>,
-) {
+fn remove_keyless(table: &mut TableState, row: &[String], name: &str, anomalies: &mut Vec<String>) {
     match table.keyless.get_mut(row) {
         Some(n) if *n > 1 => *n -= 1,
         Some(_) => {

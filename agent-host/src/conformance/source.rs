@@ -19,15 +19,14 @@ use crate::sandbox::Instance;
 type Inst = Instance<src::Source>;
 
 async fn check(i: &mut Inst, config: &str) -> Result<Vec<CheckLine>> {
-    Ok(i
-        .call("check", |s, w| {
-            w.culvert_connector_source_connector().call_check(s, config)
-        })
-        .await
-        .map_err(|e| anyhow!(e))?
-        .into_iter()
-        .map(|r| (r.name, r.ok, r.message))
-        .collect())
+    Ok(i.call("check", |s, w| {
+        w.culvert_connector_source_connector().call_check(s, config)
+    })
+    .await
+    .map_err(|e| anyhow!(e))?
+    .into_iter()
+    .map(|r| (r.name, r.ok, r.message))
+    .collect())
 }
 
 /// An open reader and its instance; dropping it is the simulated crash.
@@ -292,7 +291,10 @@ pub(crate) async fn run(
         ),
     );
     if model.anomalies.is_empty() {
-        report.pass("no-duplicates", "no key is inserted twice or deleted while absent");
+        report.pass(
+            "no-duplicates",
+            "no key is inserted twice or deleted while absent",
+        );
     } else {
         report.fail(
             "no-duplicates",
@@ -426,9 +428,20 @@ async fn discover(report: &mut Report, inst: &mut Inst, config: &str) {
             ordinals.sort_unstable();
             if let Some(c) = t.columns.iter().find(|c| !cols.insert(c.name.as_str())) {
                 Some(format!("table {name}: column `{}` appears twice", c.name))
-            } else if let Some(c) = t.columns.iter().find(|c| c.name.is_empty() || c.type_name.is_empty()) {
-                Some(format!("table {name}: a column has an empty name or type-name (`{}`)", c.name))
-            } else if ordinals.iter().enumerate().any(|(i, o)| *o as usize != i + 1) {
+            } else if let Some(c) = t
+                .columns
+                .iter()
+                .find(|c| c.name.is_empty() || c.type_name.is_empty())
+            {
+                Some(format!(
+                    "table {name}: a column has an empty name or type-name (`{}`)",
+                    c.name
+                ))
+            } else if ordinals
+                .iter()
+                .enumerate()
+                .any(|(i, o)| *o as usize != i + 1)
+            {
                 Some(format!(
                     "table {name}: key ordinals {ordinals:?} are not 1..{}",
                     ordinals.len()

@@ -90,7 +90,8 @@ fn ipc(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Vec<u8> {
         fields,
         HashMap::from([("culvert.primary_key".to_string(), "[\"id\"]".to_string())]),
     ));
-    let batch = RecordBatch::try_new(schema.clone(), columns).expect("kit batch matches its schema");
+    let batch =
+        RecordBatch::try_new(schema.clone(), columns).expect("kit batch matches its schema");
     let mut out = Vec::new();
     let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema).expect("ipc writer");
     w.write(&batch).expect("ipc write");
@@ -111,7 +112,11 @@ fn rows(first_of_table: bool, count: usize, ipc: Vec<u8>) -> TableRows {
 
 fn snapshot(ids: std::ops::RangeInclusive<i64>, first: bool) -> TableRows {
     let items: Vec<Item> = ids.map(item).collect();
-    rows(first, items.len(), ipc(table_fields(), table_columns(&items)))
+    rows(
+        first,
+        items.len(),
+        ipc(table_fields(), table_columns(&items)),
+    )
 }
 
 fn changes(lsn: u64, changes: &[(&str, Item)]) -> TableRows {
@@ -199,7 +204,12 @@ pub fn batches() -> Vec<Batch> {
             vec![changes(5, &[("I", item(1002))])],
         ),
         batch(Kind::Changes, 6, false, vec![changes(5, &[("U", later)])]),
-        batch(Kind::Changes, 7, false, vec![changes(7, &[("D", item(1001))])]),
+        batch(
+            Kind::Changes,
+            7,
+            false,
+            vec![changes(7, &[("D", item(1001))])],
+        ),
     ]
 }
 

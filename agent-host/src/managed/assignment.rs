@@ -1,7 +1,7 @@
 //! Turning what the control plane assigns into the agent's own pipeline configuration.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use culvert_control_api::agents::{Assignment, ConnectorDefinition};
@@ -9,17 +9,61 @@ use culvert_control_api::connectors::ConnectorKind;
 use culvert_sealing::{KeyEncryptionKey, SealError};
 use serde_json::{Map, Value};
 
+use super::components::{ComponentError, Components};
 use crate::config::PipelineConfig;
 
 /// The key that opens connector secrets, if this agent has one.
 pub type SecretsKey<'a> = Option<&'a dyn KeyEncryptionKey>;
 
-/// Whether an error came from a key service that may answer later.
+/// Whether an error came from a key service or the component store that may answer later.
 pub fn is_transient(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<SealError>()
             .is_some_and(|s| matches!(s, SealError::Key(k) if k.is_transient()))
+            || c.downcast_ref::<ComponentError>()
+                .is_some_and(ComponentError::is_transient)
     })
+}
+
+/// Names the pipeline section gives meaning to; a connector setting never sets them.
+const SECTION_KEYS: &[&str] = &["connector", "egress", "limits"];
+
+/// The verified component file of a registered connector (`None` for a first-party one).
+pub async fn component_path(
+    def: &ConnectorDefinition,
+    components: &Components,
+) -> Result<Option<PathBuf>> {
+    let Some(c) = &def.component else {
+        return Ok(None);
+    };
+    let path = components.path_for(c).await.with_context(|| {
+        format!(
+            "{} connector {} {}",
+            def.kind.as_str(),
+            def.connector_type,
+            def.type_version.as_deref().unwrap_or("")
+        )
+    })?;
+    Ok(Some(path))
+}
+
+/// The component files of both sides of an assignment.
+#[derive(Debug, Clone, Default)]
+pub struct ComponentPaths {
+    /// Source.
+    pub source: Option<PathBuf>,
+    /// Target.
+    pub target: Option<PathBuf>,
+}
+
+impl ComponentPaths {
+    /// Fetch (or find in the cache) what the assignment's connectors need.
+    pub async fn fetch(a: &Assignment, components: &Components) -> Result<ComponentPaths> {
+        Ok(ComponentPaths {
+            source: component_path(&a.source, components).await?,
+            target: component_path(&a.target, components).await?,
+        })
+    }
 }
 
 /// The configuration a connector runs with: plain settings plus opened secrets.
@@ -49,12 +93,29 @@ async fn section(
     def: &ConnectorDefinition,
     key: SecretsKey<'_>,
     extra: BTreeMap<&str, Value>,
+    component: Option<&Path>,
 ) -> Result<toml::Value> {
     let mut settings = connector_settings(def, key).await?;
-    settings.insert(
-        "connector".into(),
-        Value::String(def.connector_type.clone()),
-    );
+    for k in SECTION_KEYS {
+        settings.remove(*k);
+    }
+    // A registered type runs the verified file; first-party types are found by name.
+    let connector = match (&def.component, component) {
+        (None, _) => def.connector_type.clone(),
+        (Some(_), Some(path)) => path.display().to_string(),
+        (Some(c), None) => bail!(
+            "the {} connector's component {} has not been fetched",
+            def.connector_type,
+            c.digest
+        ),
+    };
+    settings.insert("connector".into(), Value::String(connector));
+    if !def.egress.is_empty() {
+        settings.insert("egress".into(), serde_json::to_value(&def.egress)?);
+    }
+    if let Some(limits) = &def.limits {
+        settings.insert("limits".into(), serde_json::to_value(limits)?);
+    }
     for (k, v) in extra {
         settings.insert(k.into(), v);
     }
@@ -98,6 +159,7 @@ pub async fn pipeline_config(
     a: &Assignment,
     key: SecretsKey<'_>,
     buffers: &BufferPlace,
+    components: &ComponentPaths,
 ) -> Result<PipelineConfig> {
     let mut root = toml::Table::new();
     root.insert("name".into(), toml::Value::String(a.name.clone()));
@@ -106,9 +168,11 @@ pub async fn pipeline_config(
         toml::Value::Integer(i64::from(a.batch_rows)),
     );
     let tables = BTreeMap::from([("tables", serde_json::to_value(&a.tables)?)]);
-    root.insert("source".into(), section(&a.source, key, tables).await?);
+    let source = section(&a.source, key, tables, components.source.as_deref()).await?;
+    root.insert("source".into(), source);
     let fence = BTreeMap::from([("fence_epoch", Value::from(a.epoch))]);
-    root.insert("target".into(), section(&a.target, key, fence).await?);
+    let target = section(&a.target, key, fence, components.target.as_deref()).await?;
+    root.insert("target".into(), target);
     let mut b = toml::Table::new();
     b.insert(
         "url".into(),
@@ -126,6 +190,7 @@ pub async fn check_config(
     def: &ConnectorDefinition,
     key: SecretsKey<'_>,
     state_dir: &Path,
+    component: Option<&Path>,
 ) -> Result<PipelineConfig> {
     let (own, other, other_type) = match def.kind {
         ConnectorKind::Source => ("source", "target", "postgres-target"),
@@ -133,7 +198,10 @@ pub async fn check_config(
     };
     let mut root = toml::Table::new();
     root.insert("name".into(), toml::Value::String("validation".into()));
-    root.insert(own.into(), section(def, key, BTreeMap::new()).await?);
+    root.insert(
+        own.into(),
+        section(def, key, BTreeMap::new(), component).await?,
+    );
     let mut placeholder = toml::Table::new();
     placeholder.insert("connector".into(), toml::Value::String(other_type.into()));
     root.insert(other.into(), toml::Value::Table(placeholder));
@@ -161,6 +229,10 @@ mod tests {
             kind,
             config: config.as_object().unwrap().clone(),
             sealed_secrets: sealed,
+            type_version: None,
+            component: None,
+            egress: Vec::new(),
+            limits: None,
         }
     }
 
@@ -183,18 +255,81 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let place = BufferPlace::local(dir.path());
-        let cfg = pipeline_config(&a, Some(&key), &place).await.unwrap();
+        let none = ComponentPaths::default();
+        let cfg = pipeline_config(&a, Some(&key), &place, &none)
+            .await
+            .unwrap();
         assert_eq!(cfg.source.settings["password"], "s3cret");
         assert_eq!(cfg.source.settings["tables"][0], "public.*");
         assert_eq!(cfg.target.settings["fence_epoch"], 7);
         assert!(!cfg.source.settings.contains_key("sslmode"));
         assert_eq!(cfg.batch_rows, 5000);
         assert!(cfg.buffer.url.ends_with(&a.pipeline_id.to_string()));
-        let e = pipeline_config(&a, None, &place).await.unwrap_err();
+        let e = pipeline_config(&a, None, &place, &none).await.unwrap_err();
         assert!(format!("{e:#}").contains("--key-vault"), "{e:#}");
         assert!(!is_transient(&e));
-        let check = check_config(&a.target, None, dir.path()).await.unwrap();
+        let check = check_config(&a.target, None, dir.path(), None)
+            .await
+            .unwrap();
         assert_eq!(check.target.connector, "postgres-target");
         assert_eq!(check.source.connector, "postgres-source");
+    }
+
+    #[tokio::test]
+    async fn registered_connectors_run_their_verified_file_with_the_versions_egress_and_limits() {
+        use culvert_control_api::registry::{ComponentRef, ConnectorLimits};
+        let mut source = def(ConnectorKind::Source, "acme-source", BTreeMap::new());
+        source
+            .config
+            .insert("egress".into(), serde_json::json!(["evil:1"]));
+        source.type_version = Some("1.2.0".into());
+        source.component = Some(ComponentRef {
+            digest: "ab".repeat(32),
+            size: 10,
+        });
+        source.egress = vec!["api.example.com:443".into()];
+        source.limits = Some(ConnectorLimits {
+            memory_mib: Some(64),
+            ..ConnectorLimits::default()
+        });
+        let a = Assignment {
+            pipeline_id: Uuid::new_v4(),
+            name: "orders".into(),
+            epoch: 1,
+            version: 1,
+            source,
+            target: def(ConnectorKind::Target, "postgres-target", BTreeMap::new()),
+            tables: vec!["public.*".into()],
+            batch_rows: 100,
+            commands: Vec::new(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let place = BufferPlace::local(dir.path());
+        let e = pipeline_config(&a, None, &place, &ComponentPaths::default())
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("has not been fetched"), "{e:#}");
+        let file = dir.path().join("components/x.wasm");
+        let paths = ComponentPaths {
+            source: Some(file.clone()),
+            target: None,
+        };
+        let cfg = pipeline_config(&a, None, &place, &paths).await.unwrap();
+        assert_eq!(cfg.source.connector, file.display().to_string());
+        assert_eq!(
+            cfg.source.egress,
+            vec![("api.example.com".to_string(), 443)]
+        );
+        assert_eq!(cfg.source.limits.memory_mib, 64);
+        assert_eq!(
+            cfg.source.limits.cpu_seconds_per_call,
+            crate::limits::Limits::default().cpu_seconds_per_call
+        );
+        assert!(!cfg.source.settings.contains_key("egress"));
+        assert_eq!(cfg.target.connector, "postgres-target");
+        let check = check_config(&a.source, None, dir.path(), Some(&file))
+            .await
+            .unwrap();
+        assert_eq!(check.source.connector, file.display().to_string());
     }
 }

@@ -7,6 +7,7 @@
 //! plane can give them to another agent; the target's epoch fence covers the rest.
 
 mod assignment;
+pub mod components;
 mod credentials;
 mod runner;
 mod validation;
@@ -104,7 +105,8 @@ pub async fn run(
     let mut client = Client::new(&opts.control_plane, None);
     let mut creds = credentials::obtain(&opts, &mut client).await?;
     tracing::info!(agent = %creds.agent_id, environment = %opts.environment, "registered with the control plane");
-    let mut runner = runner::Runner::new(engine.clone(), metrics, buffers, key);
+    let components = components::Components::new(&opts.state_dir, client.clone());
+    let mut runner = runner::Runner::new(engine.clone(), metrics, buffers, key, components.clone());
     let mut heartbeat_every = Duration::from_secs(5);
     let mut lease = Duration::from_secs(20);
     let mut last_renewal: Option<Instant> = None;
@@ -125,13 +127,14 @@ pub async fn run(
                 lease = Duration::from_secs(u64::from(reply.lease_seconds.max(2)));
                 runner.reconcile(reply.assignments).await;
                 for task in reply.validations {
-                    validations.start(task, &engine, runner.key());
+                    validations.start(task, &engine, runner.key(), &components);
                 }
             }
             Err(ClientError::Api(p)) if p.status == 401 => {
                 tracing::warn!("the control plane no longer knows this agent; registering again");
                 runner.stop_all().await;
                 creds = credentials::register_again(&opts, &mut client).await?;
+                components.set_client(client.clone());
                 tracing::info!(agent = %creds.agent_id, "registered again");
                 continue;
             }

@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::assignment::{self, BufferPlace};
+use super::assignment::{self, BufferPlace, ComponentPaths};
+use super::components::Components;
 use crate::config::PipelineConfig;
 use crate::engine::ConnectorEngine;
 use crate::metrics::Metrics;
@@ -48,6 +49,7 @@ pub struct Runner {
     metrics: Metrics,
     buffers: BufferPlace,
     key: Option<Arc<dyn KeyEncryptionKey>>,
+    components: Components,
     pipelines: HashMap<Uuid, Running>,
 }
 
@@ -63,18 +65,25 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_secs((15u64 << failures.min(5)).min(300))
 }
 
-/// Open the assignment's secrets and build its configuration; a key service that is
-/// unavailable is retried, anything else fails the pipeline until the assignment changes.
+/// Fetch the assignment's registered components, open its secrets and build its
+/// configuration; a key service or component store that is unavailable (or handed over
+/// bytes that do not match their digest) is retried, anything else fails the pipeline
+/// until the assignment changes.
 async fn configure(
     a: &Assignment,
     key: Option<Arc<dyn KeyEncryptionKey>>,
     buffers: &BufferPlace,
+    components: &Components,
     shared: &Mutex<Shared>,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<PipelineConfig> {
     let mut failures = 0u32;
     loop {
-        match assignment::pipeline_config(a, key.as_deref(), buffers).await {
+        let built = match ComponentPaths::fetch(a, components).await {
+            Ok(paths) => assignment::pipeline_config(a, key.as_deref(), buffers, &paths).await,
+            Err(e) => Err(e),
+        };
+        match built {
             Ok(cfg) => {
                 let mut s = shared.lock().expect("runner lock");
                 s.cfg = Some(cfg.clone());
@@ -159,12 +168,14 @@ impl Runner {
         metrics: Metrics,
         buffers: BufferPlace,
         key: Option<Arc<dyn KeyEncryptionKey>>,
+        components: Components,
     ) -> Runner {
         Runner {
             engine,
             metrics,
             buffers,
             key,
+            components,
             pipelines: HashMap::new(),
         }
     }
@@ -257,11 +268,14 @@ impl Runner {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let task = {
             let (a, key, buffers) = (a.clone(), self.key.clone(), self.buffers.clone());
+            let components = self.components.clone();
             let (engine, metrics) = (self.engine.clone(), self.metrics.clone());
             let (progress, shared) = (progress.clone(), shared.clone());
             let mut stop_rx = stop_rx;
             tokio::spawn(async move {
-                let Some(cfg) = configure(&a, key, &buffers, &shared, &mut stop_rx).await else {
+                let Some(cfg) =
+                    configure(&a, key, &buffers, &components, &shared, &mut stop_rx).await
+                else {
                     return;
                 };
                 tracing::info!(pipeline = %a.name, epoch = a.epoch, "starting");

@@ -9,6 +9,7 @@ use culvert_control_api::connectors::CheckOutcome;
 use culvert_sealing::KeyEncryptionKey;
 
 use super::assignment;
+use super::components::Components;
 use crate::engine::ConnectorEngine;
 use crate::metrics::Metrics;
 use crate::pipeline::Sides;
@@ -24,6 +25,7 @@ async fn check(
     engine: ConnectorEngine,
     key: Option<Arc<dyn KeyEncryptionKey>>,
     dir: PathBuf,
+    components: Components,
 ) -> Vec<CheckOutcome> {
     let failed = |name: &str, message: String| {
         vec![CheckOutcome {
@@ -32,10 +34,17 @@ async fn check(
             message,
         }]
     };
-    let cfg = match assignment::check_config(&task.connector, key.as_deref(), &dir).await {
-        Ok(c) => c,
-        Err(e) => return failed("configuration", format!("{e:#}")),
+    let component = match assignment::component_path(&task.connector, &components).await {
+        Ok(p) => p,
+        Err(e) => return failed("component", format!("{e:#}")),
     };
+    let cfg =
+        match assignment::check_config(&task.connector, key.as_deref(), &dir, component.as_deref())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return failed("configuration", format!("{e:#}")),
+        };
     let sides = match Sides::load(cfg, engine, Metrics::new()) {
         Ok(s) => s,
         Err(e) => return failed("connector", format!("{e:#}")),
@@ -69,14 +78,16 @@ impl Validations {
         task: ValidationTask,
         engine: &ConnectorEngine,
         key: Option<&Arc<dyn KeyEncryptionKey>>,
+        components: &Components,
     ) {
         let done = self.done.clone();
+        let components = components.clone();
         let engine = engine.clone();
         let key = key.cloned();
         let dir = self.state_dir.clone();
         tokio::spawn(async move {
             tracing::info!(validation = %task.validation_id, connector = %task.connector.connector_type, "validating");
-            let checks = check(&task, engine, key, dir).await;
+            let checks = check(&task, engine, key, dir, components).await;
             done.lock()
                 .expect("validations lock")
                 .push(ValidationReport {

@@ -30,7 +30,8 @@ pub enum ConnectorCommand {
         /// Environment (name or id) whose agents reach the database.
         #[arg(long)]
         env: String,
-        /// Connector type, for example postgres-source (see `culvert connector types`).
+        /// Connector type, for example postgres-source, or a registered type pinned to a
+        /// version such as acme-source@1.2.0 (see `culvert connector types`).
         #[arg(long = "type")]
         connector_type: String,
         /// A setting; VALUE is a number or true/false when it reads as one, else a string. Repeat.
@@ -68,11 +69,70 @@ pub enum ConnectorCommand {
         /// A secret setting read from environment variable ENVVAR. Repeat.
         #[arg(long = "secret-env", value_name = "KEY=ENVVAR", value_parser = parse_secret_env)]
         secret_env: Vec<(String, String)>,
+        /// Run another version of the registered type (see `culvert connector versions TYPE`).
+        #[arg(long, value_name = "SEMVER")]
+        type_version: Option<String>,
     },
     /// Delete a connector (no pipeline may use it).
     Delete {
         /// Name or id.
         name: String,
+    },
+    /// Start a new connector project from a template (no control plane needed).
+    New {
+        /// Connector name: lowercase letters, digits and `-`.
+        name: String,
+        /// Language of the project.
+        #[arg(long, value_enum)]
+        lang: super::connector_dev::Lang,
+        /// Source or destination.
+        #[arg(long, value_enum)]
+        kind: super::connector_dev::ProjectKind,
+        /// Directory to create [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Run the conformance kit on a component in the agent's sandbox (no control plane needed).
+    Test {
+        /// The component, for example dist/NAME.wasm.
+        component: PathBuf,
+        /// JSON file with the configuration to test with.
+        #[arg(long, value_name = "FILE.json")]
+        config: PathBuf,
+        /// `max-rows` the kit passes to every `next`.
+        #[arg(long, default_value_t = 1000)]
+        max_rows: u32,
+        /// A source's read stops after this many rows.
+        #[arg(long, default_value_t = 200_000)]
+        read_rows: u64,
+        /// A source's read stops after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        read_seconds: u64,
+        /// Linear memory cap of the connector, as a pipeline would set it.
+        #[arg(long, default_value_t = 512)]
+        memory_mib: u64,
+        /// CPU seconds one call may use, as a pipeline would set it.
+        #[arg(long, default_value_t = 60.0)]
+        cpu_seconds_per_call: f64,
+        /// An endpoint the connector may reach besides those its configuration names. Repeat.
+        #[arg(long, value_name = "HOST:PORT")]
+        egress: Vec<String>,
+        /// Table selection for a source (glob such as `public.*`). Repeat.
+        #[arg(long = "table", value_name = "GLOB")]
+        tables: Vec<String>,
+    },
+    /// Publish a component as a version of a registered connector type (uploads it first).
+    Publish(super::registry::PublishArgs),
+    /// List the versions of a registered connector type.
+    Versions {
+        /// Connector type.
+        name: String,
+    },
+    /// Create an ed25519 key pair for signing published connector versions.
+    Keygen {
+        /// Private key file to create (PKCS#8 PEM, mode 0600); the public key goes to FILE.pub.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
     /// Check the connector from inside its environment.
     Validate {
@@ -185,7 +245,10 @@ fn types_table(types: &[ConnectorType]) -> String {
     let mut t = Table::new(&["TYPE", "KIND", "SETTINGS (? optional)"]);
     for ty in types {
         t.row(vec![
-            ty.name.clone(),
+            match &ty.latest_version {
+                Some(v) => format!("{} (latest {v})", ty.name),
+                None => ty.name.clone(),
+            },
             ty.kind.as_str().into(),
             settings_summary(&ty.spec),
         ]);
@@ -224,7 +287,14 @@ fn detail(c: &Connector, env_name: &str) -> String {
         ("name", c.name.clone()),
         ("id", c.id.to_string()),
         ("environment", env_name.to_string()),
-        ("type", c.connector_type.clone()),
+        (
+            "type",
+            match &c.type_version {
+                Some(v) => format!("{}@{v}", c.connector_type),
+                None => c.connector_type.clone(),
+            },
+        ),
+        ("digest", output::or_dash(c.digest.clone())),
         ("kind", c.kind.as_str().to_string()),
         ("config", config),
         (
@@ -295,6 +365,12 @@ fn list_table(items: &[Connector], envs: &std::collections::HashMap<uuid::Uuid, 
 /// Run a `connector` command.
 pub async fn run(api: &Api, cmd: ConnectorCommand) -> Result<()> {
     match cmd {
+        ConnectorCommand::New { .. } | ConnectorCommand::Test { .. } => {
+            unreachable!("handled before connecting: they need no control plane")
+        }
+        ConnectorCommand::Publish(args) => super::registry::publish(api, args).await?,
+        ConnectorCommand::Versions { name } => super::registry::versions(api, &name).await?,
+        ConnectorCommand::Keygen { out } => super::registry::keygen(&out, api.output)?,
         ConnectorCommand::Types => {
             let a = api.get::<Vec<ConnectorType>>("/v1/connector-types").await?;
             api.show(&a, |t| types_table(t));
@@ -358,15 +434,16 @@ pub async fn run(api: &Api, cmd: ConnectorCommand) -> Result<()> {
             set,
             unset,
             secret_env,
+            type_version,
         } => {
             let mut patch = build_config(None, &set, &secret_env, env_var)?;
             for k in unset {
                 patch.insert(k, Value::Null);
             }
-            if patch.is_empty() {
+            if patch.is_empty() && type_version.is_none() {
                 return Err(Failure::new(
                     Kind::Invalid,
-                    "nothing to change: give --set, --unset or --secret-env",
+                    "nothing to change: give --set, --unset, --secret-env or --type-version",
                 )
                 .into());
             }
@@ -375,6 +452,7 @@ pub async fn run(api: &Api, cmd: ConnectorCommand) -> Result<()> {
             let current = api.get::<Connector>(&path).await?;
             let body = ConnectorUpdate {
                 config: Some(patch),
+                type_version,
             };
             let a = api
                 .patch::<_, Connector>(&path, &body, current.etag.as_deref())

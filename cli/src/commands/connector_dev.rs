@@ -243,8 +243,8 @@ fn parse_endpoint(s: &str) -> Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
-/// Where the kit caches compiled components between runs.
-fn cache_dir() -> PathBuf {
+/// Where the kit and `publish` cache compiled components between runs.
+pub(crate) fn cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))

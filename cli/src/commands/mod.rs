@@ -3,8 +3,10 @@
 pub mod agent;
 pub mod api_key;
 pub mod connector;
+pub mod connector_dev;
 pub mod env;
 pub mod pipeline;
+pub mod registry;
 
 use std::collections::HashMap;
 

@@ -158,7 +158,7 @@ fn list_table(items: &[Pipeline], envs: &std::collections::HashMap<Uuid, String>
 /// The status as a field list followed by the per-table rows.
 pub fn status_text(s: &PipelineStatus, now: chrono::DateTime<chrono::Utc>) -> String {
     let p = &s.progress;
-    let mut out = fields(&[
+    let mut pairs = vec![
         ("state", s.state.as_str().to_string()),
         ("phase", s.phase.clone()),
         ("agent", output::or_dash(s.agent_id.map(|a| a.to_string()))),
@@ -183,7 +183,22 @@ pub fn status_text(s: &PipelineStatus, now: chrono::DateTime<chrono::Utc>) -> St
             ),
         ),
         ("last error", output::or_dash(p.last_error.clone())),
-    ]);
+    ];
+    if let Some(c) = &s.connectors {
+        // Which connector versions run: a registered type shows its pinned version and digest.
+        let runs =
+            |r: &culvert_control_api::pipelines::ConnectorRun| match (&r.type_version, &r.digest) {
+                (Some(v), Some(d)) => format!(
+                    "{}@{v} (sha256:{})",
+                    r.connector_type,
+                    &d[..d.len().min(12)]
+                ),
+                _ => r.connector_type.clone(),
+            };
+        pairs.push(("source", runs(&c.source)));
+        pairs.push(("target", runs(&c.target)));
+    }
+    let mut out = fields(&pairs);
     if !p.tables.is_empty() {
         out.push('\n');
         let mut t = Table::new(&["TABLE", "STATE", "ROWS"]);
@@ -547,6 +562,7 @@ mod tests {
                 ..Default::default()
             },
             reported_at: None,
+            connectors: None,
         }
     }
 

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::connectors::{CheckOutcome, ConnectorKind};
 use crate::pipelines::PipelineProgress;
+use crate::registry::{ComponentRef, ConnectorLimits};
 
 /// Health of an agent.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -114,6 +115,19 @@ pub struct ConnectorDefinition {
     /// Each secret field, sealed for the environment's agents (see `culvert-sealing`).
     #[serde(default)]
     pub sealed_secrets: std::collections::BTreeMap<String, String>,
+    /// The pinned version of a registered type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_version: Option<String>,
+    /// A registered type's component: fetch it with `GET /v1/agent/components/{digest}` and
+    /// refuse bytes that do not hash to the digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<ComponentRef>,
+    /// Static `host:port` endpoints the version needs besides those its configuration names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
+    /// The version's resource limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ConnectorLimits>,
 }
 
 /// A command for a running pipeline.

@@ -35,7 +35,21 @@ pub struct ConnectorType {
     /// Source or target.
     pub kind: ConnectorKind,
     /// JSON Schema (2020-12) of the configuration; secret fields carry `"x-culvert-secret": true`.
+    /// For a registered type, the spec of its latest version.
     pub spec: Value,
+    /// Built into the agent (no versions) rather than registered.
+    #[serde(default = "yes")]
+    pub first_party: bool,
+    /// A registered type's latest version: the highest release, else the highest pre-release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_version: Option<String>,
+    /// A registered type's versions, oldest first (without their specs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<crate::registry::ConnectorTypeVersion>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Body of `POST /v1/connectors`.
@@ -47,7 +61,9 @@ pub struct ConnectorCreate {
     pub name: String,
     /// The environment whose agents reach this database.
     pub environment_id: Uuid,
-    /// Connector type, for example `postgres-source` (see `GET /v1/connector-types`).
+    /// Connector type, for example `postgres-source` (see `GET /v1/connector-types`). A
+    /// registered type may be pinned to a version as `name@1.2.0`; without one, its latest
+    /// version is pinned.
     #[serde(rename = "type")]
     pub connector_type: String,
     /// Configuration, validated against the type's spec. Secret fields are encrypted for the
@@ -63,6 +79,9 @@ pub struct ConnectorUpdate {
     /// Fields to set; `null` removes a field. Secret fields given here replace the stored ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<serde_json::Map<String, Value>>,
+    /// Pin another version of a registered type; the configuration is checked against its spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_version: Option<String>,
 }
 
 /// Outcome of a validation.
@@ -145,6 +164,12 @@ pub struct Connector {
     /// Connector type.
     #[serde(rename = "type")]
     pub connector_type: String,
+    /// The pinned version of a registered type (first-party types have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_version: Option<String>,
+    /// SHA-256 of the pinned version's component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     /// Source or target.
     pub kind: ConnectorKind,
     /// Configuration without secret fields.

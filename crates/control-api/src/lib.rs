@@ -12,6 +12,7 @@ pub mod keys;
 pub mod page;
 pub mod pipelines;
 pub mod problem;
+pub mod registry;
 
 pub use page::Page;
 pub use problem::{FieldError, Problem};

@@ -106,6 +106,36 @@ pub struct Pipeline {
     pub updated_at: DateTime<Utc>,
     /// Version for `If-Match` (also the `ETag`).
     pub version: i64,
+    /// The connector types and versions the pipeline runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connectors: Option<PipelineConnectors>,
+}
+
+/// The connector type and version one side of a pipeline runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConnectorRun {
+    /// Connector.
+    pub connector_id: Uuid,
+    /// Connector type.
+    #[serde(rename = "type")]
+    pub connector_type: String,
+    /// Pinned version of a registered type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_version: Option<String>,
+    /// SHA-256 of that version's component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// What each side of a pipeline runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PipelineConnectors {
+    /// Source.
+    pub source: ConnectorRun,
+    /// Target.
+    pub target: ConnectorRun,
 }
 
 /// Progress of one table.
@@ -171,4 +201,7 @@ pub struct PipelineStatus {
     /// When the agent last reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported_at: Option<DateTime<Utc>>,
+    /// The connector types and versions the pipeline runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connectors: Option<PipelineConnectors>,
 }

@@ -12,7 +12,7 @@ use deadpool_postgres::GenericClient;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Outcome, Req, connectors, pipelines};
+use super::{Outcome, Req, connectors, pipelines, registry};
 use crate::app::{App, Ctx};
 use crate::auth::{self, Action, CredentialKind, Principal};
 use crate::error::{ApiError, ApiResult};
@@ -72,16 +72,31 @@ pub async fn register(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     Ok(reply(StatusCode::CREATED, &reply_body, None).into())
 }
 
-fn definition(
+/// A connector as an agent runs it: for a registered type, with the pinned version's
+/// component, egress and limits.
+async fn definition(
+    client: &impl GenericClient,
     c: &Connector,
     sealed: std::collections::BTreeMap<String, String>,
-) -> ConnectorDefinition {
-    ConnectorDefinition {
+) -> ApiResult<ConnectorDefinition> {
+    let (component, egress, limits) = match &c.type_version {
+        Some(v) => {
+            let (component, egress, limits) =
+                registry::runtime(client, &c.connector_type, v).await?;
+            (Some(component), egress, limits)
+        }
+        None => (None, Vec::new(), None),
+    };
+    Ok(ConnectorDefinition {
         connector_type: c.connector_type.clone(),
         kind: c.kind,
         config: c.config.clone(),
         sealed_secrets: sealed,
-    }
+        type_version: c.type_version.clone(),
+        component,
+        egress,
+        limits,
+    })
 }
 
 async fn connector_definition(
@@ -91,7 +106,7 @@ async fn connector_definition(
 ) -> ApiResult<ConnectorDefinition> {
     let c = connectors::load(client, keys, id).await?;
     let sealed = connectors::sealed_secrets(client, id).await?;
-    Ok(definition(&c, sealed))
+    definition(client, &c, sealed).await
 }
 
 async fn assignments(

@@ -15,21 +15,23 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::listing::{self, SealedListing};
-use super::{Outcome, Req, check_name, environments, method_not_allowed};
+use super::{Outcome, Req, check_name, environments, method_not_allowed, registry};
 use crate::app::{App, Ctx};
 use crate::auth::Action;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{check_version, if_match, json_body, no_content, parse_id, reply};
+use crate::idempotency;
 use crate::master_keys::{KeySet, MasterKeys};
+use crate::specs::TypeSpec;
 use crate::store::Sql;
 use crate::store::at_rest::{self, CONNECTOR_CONFIG};
-use crate::{idempotency, specs};
 
 /// Column 5 is the configuration, sealed at rest.
 const COLUMNS: &str = "c.id, c.name, c.environment_id, c.connector_type, c.kind, c.config_sealed, c.secret_names,
     c.created_at, c.updated_at, c.version,
     (select row_to_json(v) from (select id, state, checks, requested_at, finished_at from validations
-        where connector_id = c.id order by requested_at desc limit 1) v), c.seq";
+        where connector_id = c.id order by requested_at desc limit 1) v),
+    c.type_version, c.component_digest, c.seq";
 
 fn validation_from(v: &Value) -> ApiResult<Validation> {
     let state = v["state"].as_str().and_then(ValidationState::parse);
@@ -62,6 +64,8 @@ fn from_row(r: &Row, keys: &KeySet) -> ApiResult<Connector> {
         name: r.get(1),
         environment_id: r.get(2),
         connector_type: r.get(3),
+        type_version: r.get(11),
+        digest: r.get(12),
         kind: if r.get::<_, &str>(4) == "source" {
             ConnectorKind::Source
         } else {
@@ -169,9 +173,11 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     let ctx = Ctx::new(&app, &req.headers, Action::Write).await?;
     let body: ConnectorCreate = json_body(&req.headers, &req.body)?;
     check_name("/name", &body.name, '-')?;
-    let kind = specs::kind_of(&body.connector_type)?;
-    specs::validate(&body.connector_type, &body.config)?;
-    let (config, secrets) = specs::split_secrets(&body.connector_type, body.config.clone())?;
+    let resolved = registry::resolve(&ctx.conn().await?, &body.connector_type).await?;
+    let kind = resolved.spec.kind();
+    resolved.spec.validate(&body.config)?;
+    let (config, secrets) = resolved.spec.split_secrets(body.config.clone())?;
+    let (type_version, digest) = resolved.pinned.clone().unzip();
     let (response, _) = idempotency::once(&ctx, &req.headers, &req.body, || async {
         let conn = ctx.conn().await?;
         let keys = &ctx.app.master_keys;
@@ -188,9 +194,11 @@ async fn create(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         let id = Uuid::new_v4();
         let config = at_rest::seal_json(&*keys.current().await?, CONNECTOR_CONFIG, &id.to_string(), &Value::Object(config));
         conn.exec(
-            "insert into connectors (id, environment_id, name, connector_type, kind, config_sealed, secret_names, sealed_secrets)
-             values ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[&id, &body.environment_id, &body.name, &body.connector_type, &kind.as_str(), &config, &names, &sealed],
+            "insert into connectors (id, environment_id, name, connector_type, kind, config_sealed, secret_names, sealed_secrets,
+                 type_version, component_digest)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[&id, &body.environment_id, &body.name, &resolved.name, &kind.as_str(), &config, &names, &sealed,
+              &type_version, &digest],
         )
         .await
         .map_err(|e| {
@@ -214,12 +222,30 @@ async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     let keys = &app.master_keys;
     let current = load(&tx, keys, id).await?;
     check_version(expected, current.version)?;
-    let secret_fields = specs::secret_fields(&current.connector_type)?;
+    let (spec, pinned) = match (&current.type_version, &body.type_version) {
+        (None, None) => (TypeSpec::first_party(&current.connector_type)?, None),
+        (None, Some(_)) => {
+            return Err(ApiError::field(
+                "/type_version",
+                format!(
+                    "{} is built into the agent and has no versions",
+                    current.connector_type
+                ),
+            ));
+        }
+        (Some(pinned), wanted) => {
+            let v = wanted.as_deref().unwrap_or(pinned);
+            let r = registry::pin(&tx, &current.connector_type, Some(v), "/type_version").await?;
+            (r.spec, r.pinned)
+        }
+    };
+    let secret_fields = spec.secret_fields();
     let mut config = current.config.clone();
     let mut kept: Vec<String> = current.secrets.clone();
     let mut new_secrets = BTreeMap::new();
     for (k, v) in body.config.unwrap_or_default() {
-        let secret = secret_fields.contains(&k);
+        // A secret of the previous version stays removable after a version change.
+        let secret = secret_fields.contains(&k) || (v.is_null() && kept.contains(&k));
         match (v, secret) {
             (Value::Null, true) => kept.retain(|n| n != &k),
             (Value::Null, false) => {
@@ -248,7 +274,7 @@ async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     for (k, v) in &new_secrets {
         full.insert(k.clone(), Value::String(v.clone()));
     }
-    specs::validate(&current.connector_type, &full)?;
+    spec.validate(&full)?;
     let mut sealed = sealed_secrets(&tx, id).await?;
     sealed.retain(|k, _| kept.contains(k));
     let env = environments::load(&tx, keys, current.environment_id).await?;
@@ -261,10 +287,12 @@ async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
         &id.to_string(),
         &Value::Object(config),
     );
+    let (type_version, digest) = pinned.unzip();
     tx.exec(
         "update connectors set config_sealed = $2, secret_names = $3, sealed_secrets = $4,
+             type_version = $5, component_digest = $6,
              version = version + 1, updated_at = now() where id = $1",
-        &[&id, &config, &names, &sealed],
+        &[&id, &config, &names, &sealed, &type_version, &digest],
     )
     .await?;
     let c = load(&tx, keys, id).await?;

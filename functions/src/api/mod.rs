@@ -2,6 +2,7 @@
 
 pub mod agent_service;
 pub mod agents;
+pub mod components;
 pub mod connector_types;
 pub mod connectors;
 pub mod environments;
@@ -9,6 +10,7 @@ pub mod keys;
 pub mod listing;
 pub mod openapi;
 pub mod pipelines;
+pub mod registry;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -93,6 +95,12 @@ pub fn handler(function: &str) -> Option<Handler> {
         "agent-register" => handler!(agent_service::register),
         "agent-heartbeat" => handler!(agent_service::heartbeat),
         "agent-reports" => handler!(agent_service::report),
+        "agent-components" => handler!(components::download),
+        "components" => handler!(components::handle),
+        "connector-type-versions" => handler!(registry::versions),
+        "connector-type-version" => handler!(registry::version),
+        "signing-keys" => handler!(registry::signing_keys),
+        "signing-key" => handler!(registry::signing_key),
         _ => return None,
     })
 }

@@ -6,8 +6,8 @@ use axum::http::{Method, StatusCode};
 use culvert_control_api::agents::PipelineCommand;
 use culvert_control_api::connectors::ConnectorKind;
 use culvert_control_api::pipelines::{
-    DesiredState, Pipeline, PipelineCreate, PipelineProgress, PipelineStatus, PipelineUpdate,
-    ResyncRequest,
+    ConnectorRun, DesiredState, Pipeline, PipelineConnectors, PipelineCreate, PipelineProgress,
+    PipelineStatus, PipelineUpdate, ResyncRequest,
 };
 use deadpool_postgres::GenericClient;
 use serde_json::Value;
@@ -25,7 +25,14 @@ use crate::store::Sql;
 
 const COLUMNS: &str =
     "p.id, p.name, p.environment_id, p.source_id, p.target_id, p.tables, p.batch_rows, p.state,
-    p.created_at, p.updated_at, p.version, p.seq";
+    p.created_at, p.updated_at, p.version,
+    (select json_build_object('connector_id', c.id, 'type', c.connector_type,
+        'type_version', c.type_version, 'digest', c.component_digest)
+     from connectors c where c.id = p.source_id),
+    (select json_build_object('connector_id', c.id, 'type', c.connector_type,
+        'type_version', c.type_version, 'digest', c.component_digest)
+     from connectors c where c.id = p.target_id),
+    p.seq";
 
 /// Rows per change batch when the create does not say.
 pub const DEFAULT_BATCH_ROWS: u32 = 5000;
@@ -33,6 +40,14 @@ pub const DEFAULT_BATCH_ROWS: u32 = 5000;
 fn from_row(r: &Row) -> ApiResult<Pipeline> {
     let tables: Value = r.get(5);
     let state: &str = r.get(7);
+    let run = |i: usize| -> Option<ConnectorRun> {
+        r.get::<_, Option<Value>>(i)
+            .and_then(|v| serde_json::from_value(v).ok())
+    };
+    let connectors = match (run(11), run(12)) {
+        (Some(source), Some(target)) => Some(PipelineConnectors { source, target }),
+        _ => None,
+    };
     Ok(Pipeline {
         id: r.get(0),
         name: r.get(1),
@@ -46,6 +61,7 @@ fn from_row(r: &Row) -> ApiResult<Pipeline> {
         created_at: r.get(8),
         updated_at: r.get(9),
         version: r.get(10),
+        connectors,
     })
 }
 
@@ -350,6 +366,7 @@ pub async fn status(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         epoch,
         progress,
         reported_at,
+        connectors: p.connectors.clone(),
     };
     Ok(reply(StatusCode::OK, &status, None).into())
 }

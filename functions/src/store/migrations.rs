@@ -16,6 +16,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_sealed_configuration.sql",
         include_str!("../../migrations/0002_sealed_configuration.sql"),
     ),
+    (
+        3,
+        "0003_connector_registry.sql",
+        include_str!("../../migrations/0003_connector_registry.sql"),
+    ),
 ];
 
 /// Serializes concurrent starts: every instance takes this advisory lock while migrating.

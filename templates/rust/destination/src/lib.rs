@@ -33,6 +33,10 @@ struct Config {
     /// Text put in front of every blob name, for example `culvert/`.
     #[serde(default)]
     prefix: String,
+    /// For benchmarks only: skip every request and keep the position in memory, so the
+    /// connector measures the sandbox boundary alone. Not durable.
+    #[serde(default)]
+    discard: bool,
 }
 
 impl Config {
@@ -144,6 +148,9 @@ impl Destination for {{name_pascal}} {
             Ok(cfg) => cfg,
             Err(e) => return vec![CheckResult::failed("config", e.message)],
         };
+        if cfg.discard {
+            return vec![CheckResult::ok("config")];
+        }
         // A blob that does not exist: answers BlobNotFound when the container and SAS
         // are fine, ContainerNotFound or an authentication error otherwise.
         let probe = cfg.get(".culvert-check").and_then(|r| match r.status {
@@ -185,6 +192,9 @@ impl Writer for {{name_pascal}}Writer {
         if let Some(known) = &self.committed {
             return Ok(known.clone());
         }
+        if self.cfg.discard {
+            return Ok(None);
+        }
         let response = self.cfg.get(&self.committed_blob())?;
         let position = match response.status {
             404 if response.header("x-ms-error-code") != Some("ContainerNotFound") => None,
@@ -198,6 +208,10 @@ impl Writer for {{name_pascal}}Writer {
         let committed = self.committed()?;
         if !is_after(&batch.position, committed.as_deref()) {
             // Replayed after a restart: already stored.
+            return Ok(batch.position);
+        }
+        if self.cfg.discard {
+            self.committed = Some(Some(batch.position.clone()));
             return Ok(batch.position);
         }
         if !batch.tables.is_empty() {
