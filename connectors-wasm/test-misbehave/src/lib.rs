@@ -73,8 +73,10 @@ impl Source for Component {
             .to_string()
     }
 
-    fn check(_config: &str) -> Vec<CheckResult> {
-        Vec::new()
+    /// Passes for any readable configuration, so the misbehaviour is reached in `open`.
+    fn check(config: &str) -> Vec<CheckResult> {
+        let parsed = serde_json::from_str::<Config>(config).map(|_| ());
+        vec![CheckResult::from_result("config", parsed)]
     }
 
     fn discover(_config: &str) -> Result<Vec<TableInfo>> {
