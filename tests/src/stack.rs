@@ -95,18 +95,10 @@ impl Stack {
     /// over `public.*`, deployed.
     pub fn pipeline_between(&self, name: &str, src: &Cluster, dst: &Cluster, password: &str) {
         if self.culvert(&["env", "get", "demo"]).code != 0 {
-            self.json(&["env", "create", "demo", "--local"]);
+            self.local_env("demo");
+        } else {
+            self.wait_ready("demo");
         }
-        let r = self.culvert(&[
-            "env",
-            "wait",
-            "demo",
-            "--state",
-            "ready",
-            "--timeout",
-            "120",
-        ]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
         for (side, ty, c, db) in [
             ("src", "postgres-source", src, "app"),
             ("dst", "postgres-target", dst, "replica"),
@@ -121,6 +113,19 @@ impl Stack {
         ]);
         assert_eq!(r.code, 0, "{}", r.stderr);
         let r = self.culvert(&["pipeline", "deploy", name]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+
+    /// `culvert env create NAME --local`, waited for until ready; returns the environment.
+    pub fn local_env(&self, name: &str) -> serde_json::Value {
+        let env = self.json(&["env", "create", name, "--local"]);
+        self.wait_ready(name);
+        env
+    }
+
+    /// `culvert env wait NAME --state ready`, which must succeed within two minutes.
+    pub fn wait_ready(&self, name: &str) {
+        let r = self.culvert(&["env", "wait", name, "--state", "ready", "--timeout", "120"]);
         assert_eq!(r.code, 0, "{}", r.stderr);
     }
 

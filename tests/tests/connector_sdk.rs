@@ -297,17 +297,7 @@ fn examples_pass_the_kit_and_run_from_the_registry() {
     }
     let versions = stack.json(&["connector", "versions", "http-json-source"]);
     assert!(versions.to_string().contains("1.0.0"), "{versions}");
-    stack.json(&["env", "create", "demo", "--local"]);
-    let r = stack.culvert(&[
-        "env",
-        "wait",
-        "demo",
-        "--state",
-        "ready",
-        "--timeout",
-        "120",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    stack.local_env("demo");
     let src_file = work.join("api-src.json");
     std::fs::write(
         &src_file,

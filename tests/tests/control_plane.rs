@@ -28,18 +28,8 @@ fn cli_to_rows_in_the_target() {
     let mut stack = Stack::up(&state);
 
     // Environment: local compute starts an agent, which registers.
-    let env = stack.json(&["env", "create", "demo", "--local"]);
+    let env = stack.local_env("demo");
     assert_eq!(env["provider"], "local");
-    let r = stack.culvert(&[
-        "env",
-        "wait",
-        "demo",
-        "--state",
-        "ready",
-        "--timeout",
-        "120",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
     let agents = stack.json(&["agent", "list"]);
     assert_eq!(
         agents["items"].as_array().map(Vec::len),

@@ -20,18 +20,8 @@ fn a_registered_connector_runs_from_its_verified_component() {
     );
     let state = workdir("registry");
     let stack = Stack::up(&state);
-    let env = stack.json(&["env", "create", "demo", "--local"]);
+    let env = stack.local_env("demo");
     let env_id = env["id"].as_str().unwrap().to_string();
-    let r = stack.culvert(&[
-        "env",
-        "wait",
-        "demo",
-        "--state",
-        "ready",
-        "--timeout",
-        "120",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
 
     // A signing key: from now on only signed versions are accepted.
     let key = state.join("release.key");
