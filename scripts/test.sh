@@ -21,7 +21,7 @@ for suite in "sdk/python/tests test_*.py" "examples/connectors/http-json-source 
 done
 npm_quiet=(--no-audit --no-fund --no-package-lock --loglevel=error)
 (cd sdk/js && npm install "${npm_quiet[@]}" && node --test test/) 2>&1 | tee -a "$log" || status=1
-(cd examples/connectors/blob-ndjson-destination && npm install --omit=dev "${npm_quiet[@]}" && node --test test/) 2>&1 | tee -a "$log" || status=1
+(cd examples/connectors/blob-ndjson-destination && npm install --omit=dev "${npm_quiet[@]}" && npm test) 2>&1 | tee -a "$log" || status=1
 cargo test --release --workspace -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee -a "$log" || status=1
 # cargo: "test result: ok. N passed; M failed"; unittest: "Ran N tests" (failures included) then
 # "FAILED (failures=M)"; node: "# pass N" / "# fail M".
