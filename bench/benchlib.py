@@ -362,6 +362,24 @@ class ClusterTools:
         return now() - t
 
 
+def parse_metrics(text):
+    """Prometheus text as {(name, stage label): value}, summed over the other labels."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)", line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
+        key = (m.group(1), labels.get("stage", ""))
+        try:
+            out[key] = out.get(key, 0.0) + float(m.group(4))
+        except ValueError:
+            pass
+    return out
+
+
 class AgentTools:
     """Helpers for running `culvert-agent run` under measurement (the runner provides args.agent,
     args.timeout, work, env, opener, metrics_port, agent_logs, problems, pipeline_path and a
@@ -374,20 +392,7 @@ class AgentTools:
                 text = r.read().decode()
         except Exception:
             return None
-        out = {}
-        for line in text.splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)", line)
-            if not m:
-                continue
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
-            key = (m.group(1), labels.get("stage", ""))
-            try:
-                out[key] = out.get(key, 0.0) + float(m.group(4))
-            except ValueError:
-                pass
-        return out
+        return parse_metrics(text)
 
     def agent_env(self, extra=None):
         env = dict(self.env)

@@ -1,5 +1,5 @@
-# Shared by the bench wrappers: finds PostgreSQL and the agent, makes a work directory,
-# and runs the Python side so that an interrupt still stops every cluster and process.
+# Shared by the bench wrappers that run PostgreSQL: finds it and the agent, then makes the
+# work directory (workdir.sh) whose cleanup also stops the clusters.
 # The caller sets BENCH_NAME (work directory prefix), BENCH_TOOLS (extra PostgreSQL
 # programs it needs), `here`, `root`, and defines die().
 
@@ -24,27 +24,8 @@ if [[ "$(id -u)" == 0 ]]; then
     id postgres >/dev/null 2>&1 || die "running as root needs a postgres user to run the clusters"
 fi
 
-workdir="$(mktemp -d "${WORKDIR_BASE:-${TMPDIR:-/tmp}}/culvert-${BENCH_NAME}.XXXXXX")"
-chmod 755 "$workdir"
-pypid=""
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM HUP
-    if [[ -n "$pypid" ]] && kill -0 "$pypid" 2>/dev/null; then
-        kill -TERM "$pypid" 2>/dev/null || true
-        for _ in $(seq 1 120); do
-            kill -0 "$pypid" 2>/dev/null || break
-            sleep 1
-        done
-        kill -KILL "$pypid" 2>/dev/null || true
-    fi
-    # Whatever the Python side could not stop: its children, then the clusters.
-    if [[ -f "$workdir/pids" ]]; then
-        while read -r pid; do
-            kill -TERM "$pid" 2>/dev/null || true
-        done <"$workdir/pids"
-    fi
+# Called by workdir.sh's cleanup: the clusters the Python side could not stop.
+bench_cleanup() {
     for d in "$workdir/source" "$workdir/target"; do
         if [[ -f "$d/postmaster.pid" ]]; then
             if [[ "$(id -u)" == 0 ]]; then
@@ -54,24 +35,7 @@ cleanup() {
             fi
         fi
     done
-    if [[ "${KEEP:-0}" == 1 ]]; then
-        echo "work directory kept: $workdir"
-    else
-        rm -rf "$workdir"
-    fi
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
 
-# Run the Python side with the arguments given; exits with its status.
-run_python() {
-    python3 -u "$@" &
-    pypid=$!
-    set +e
-    wait "$pypid"
-    status=$?
-    set -e
-    pypid=""
-    exit "$status"
-}
+# shellcheck source=bench/workdir.sh
+source "$here/workdir.sh"

@@ -55,7 +55,7 @@ import sys
 import time
 from datetime import datetime
 
-from benchlib import (MIB, Broken, agent_identity, catch_signals, free_port, log, now, proc_status, read_stat,
+from benchlib import (MIB, Broken, parse_metrics, agent_identity, catch_signals, free_port, log, now, proc_status, read_stat,
                       run_to_status, table)
 
 LANGS = ("rust", "python", "js")
@@ -77,24 +77,6 @@ PLACEHOLDER_CONTAINER = "http://127.0.0.1:9/devstoreaccount1/unused"
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
-
-
-def parse_metrics(text):
-    """Prometheus text as {(name, stage label): value}, summed over the other labels."""
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)", line)
-        if not m:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
-        key = (m.group(1), labels.get("stage", ""))
-        try:
-            out[key] = out.get(key, 0.0) + float(m.group(4))
-        except ValueError:
-            pass
-    return out
 
 
 class MetricsClient:

@@ -114,48 +114,18 @@ CULVERT="${CULVERT:-$root/target/release/culvert}"
 "$CULVERT" connector new --help >/dev/null 2>&1 \
     || die "$CULVERT has no \`connector new\`; rebuild it from this tree (drop --no-build)"
 
-workdir="$(mktemp -d "${WORKDIR_BASE:-${TMPDIR:-/tmp}}/culvert-connector-boundary.XXXXXX")"
+BENCH_NAME=connector-boundary
+bufdir=""
+bench_cleanup() {
+    [[ -z "$bufdir" ]] || rm -rf "$bufdir"
+}
+# shellcheck source=bench/workdir.sh
+source "$here/workdir.sh"
 if [[ -z "${BUFFER_DIR:-}" ]]; then
     if [[ -d /dev/shm && -w /dev/shm ]]; then BUFFER_DIR=/dev/shm; else BUFFER_DIR="$workdir"; fi
 fi
 bufdir="$(mktemp -d "$BUFFER_DIR/culvert-boundary-buffers.XXXXXX")"
-pypid=""
 
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM HUP
-    if [[ -n "$pypid" ]] && kill -0 "$pypid" 2>/dev/null; then
-        kill -TERM "$pypid" 2>/dev/null || true
-        for _ in $(seq 1 60); do
-            kill -0 "$pypid" 2>/dev/null || break
-            sleep 1
-        done
-        kill -KILL "$pypid" 2>/dev/null || true
-    fi
-    # Agents and builds the Python side could not stop.
-    if [[ -f "$workdir/pids" ]]; then
-        while read -r pid; do
-            kill -TERM "$pid" 2>/dev/null || true
-        done <"$workdir/pids"
-    fi
-    rm -rf "$bufdir"
-    if [[ "${KEEP:-0}" == 1 ]]; then
-        echo "work directory kept: $workdir"
-    else
-        rm -rf "$workdir"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
-
-python3 -u "$here/connector_boundary.py" --workdir "$workdir" --buffer-dir "$bufdir" --root "$root" \
+run_python "$here/connector_boundary.py" --workdir "$workdir" --buffer-dir "$bufdir" --root "$root" \
     --agent "$AGENT" --culvert "$CULVERT" --langs "$LANGS" \
-    --cargo-target-dir "${CONNECTOR_TARGET_DIR:-$root/target/connector-projects}" "${py_args[@]}" &
-pypid=$!
-set +e
-wait "$pypid"
-status=$?
-set -e
-pypid=""
-exit "$status"
+    --cargo-target-dir "${CONNECTOR_TARGET_DIR:-$root/target/connector-projects}" "${py_args[@]}"
