@@ -14,11 +14,10 @@ Every method may raise `ConnectorError`; any other exception becomes an `interna
 error naming the place, instead of a crash without a message.
 """
 
-import json
-
 from . import _wit, host
+from .connector import Connector, export_check, export_spec
 from .errors import ConnectorError
-from .types import Batch, Check
+from .types import Batch
 
 try:
     import wit_world.exports as _exports
@@ -30,33 +29,8 @@ except ImportError:  # Natively, or in a destination build: nothing to export.
 __all__ = ["Source", "Reader", "export_source"]
 
 
-class Source:
+class Source(Connector):
     """Base class of a source connector; one instance serves every call."""
-
-    #: A `config.Config`: `spec` and configuration parsing come from it when set.
-    config = None
-
-    def spec(self):
-        """JSON Schema of the configuration (a dict or JSON text)."""
-        if self.config is None:
-            return {"type": "object"}
-        return self.config.schema()
-
-    def parse_config(self, text):
-        """The parsed configuration handed to the other methods; raise
-        ConnectorError("config") naming the field when it is invalid."""
-        if self.config is not None:
-            return self.config.parse(text)
-        try:
-            return json.loads(text)
-        except ValueError as e:
-            raise ConnectorError("config", "the configuration is not valid JSON: %s" % e) from None
-
-    def check(self, cfg):
-        """Checks beyond parsing the configuration (reachability, credentials,
-        permissions): a list of `Check`. Raising ConnectorError fails one check named
-        after the error kind."""
-        return []
 
     def discover(self, cfg):
         """The tables the configuration can see: a list of `TableInfo`
@@ -73,24 +47,6 @@ class Source:
         a summary for the operator."""
         raise ConnectorError("unsupported", "this connector cannot resync tables; reset the "
                                             "pipeline to copy everything again")
-
-    # The calls the component makes; connector code does not need these.
-
-    def _spec_text(self):
-        spec = self.spec()
-        return spec if isinstance(spec, str) else json.dumps(spec, indent=2)
-
-    def _check(self, text):
-        try:
-            cfg = self.parse_config(text)
-        except ConnectorError as e:
-            return [Check.failed("config", e.message)]
-        results = [Check.passed("config")]
-        try:
-            results.extend(self.check(cfg) or [])
-        except ConnectorError as e:
-            results.append(Check.failed(e.kind, e.message))
-        return results
 
 
 class Reader:
@@ -161,17 +117,10 @@ if _sc is not None:
         """The WIT `source-connector` interface, delegating to the exported Source."""
 
         def spec(self):
-            try:
-                return _source()._spec_text()
-            except Exception as e:  # noqa: BLE001 - `spec` has no error channel; log, then trap
-                host.error(_wit.unexpected(e, "spec").message)
-                raise
+            return export_spec(_source)
 
         def check(self, config):
-            try:
-                return [_wit.check_result(c) for c in _source()._check(config)]
-            except Exception as e:  # noqa: BLE001 - report the bug as a failing check
-                return [_wit.check_result(Check.failed("check", _wit.unexpected(e, "check").message))]
+            return export_check(_source, config)
 
         def discover(self, config):
             src = _source()
