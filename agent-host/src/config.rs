@@ -114,13 +114,14 @@ fn take_str(t: &mut toml::Table, key: &str, section: &str) -> Result<Option<Stri
     }
 }
 
-fn parse_endpoint(s: &str, section: &str) -> Result<(String, u16)> {
+/// Parse an egress endpoint `host:port`; `what` names where it was given in errors.
+pub fn parse_endpoint(s: &str, what: &str) -> Result<(String, u16)> {
     let (host, port) = s
         .rsplit_once(':')
-        .with_context(|| format!("`{section}.egress` entry `{s}` must be host:port"))?;
+        .with_context(|| format!("{what} `{s}` must be host:port"))?;
     let port = port
         .parse()
-        .with_context(|| format!("`{section}.egress` entry `{s}` has an invalid port"))?;
+        .with_context(|| format!("{what} `{s}` has an invalid port"))?;
     Ok((host.to_string(), port))
 }
 
@@ -155,7 +156,7 @@ fn section(root: &mut toml::Table, key: &str, defaults: &Limits) -> Result<Conne
             .map(|v| {
                 v.as_str()
                     .with_context(|| format!("`{key}.egress` entries must be strings"))
-                    .and_then(|s| parse_endpoint(s, key))
+                    .and_then(|s| parse_endpoint(s, &format!("`{key}.egress` entry")))
             })
             .collect::<Result<_>>()?,
         Some(_) => bail!("`{key}.egress` must be an array of \"host:port\" strings"),

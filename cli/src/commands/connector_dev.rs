@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
+use culvert_agent_host::config::parse_endpoint;
 use culvert_agent_host::conformance;
 use culvert_agent_host::limits::Limits;
 use serde_json::{Map, Value};
@@ -233,16 +234,6 @@ fn read_config(path: &Path) -> Result<Map<String, Value>> {
     }
 }
 
-fn parse_endpoint(s: &str) -> Result<(String, u16)> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| invalid(format!("--egress `{s}` must be host:port")))?;
-    let port = port
-        .parse()
-        .map_err(|_| invalid(format!("--egress `{s}` has an invalid port")))?;
-    Ok((host.to_string(), port))
-}
-
 /// Where the kit and `publish` cache compiled components between runs.
 pub(crate) fn cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
@@ -277,7 +268,7 @@ pub async fn test_component(args: KitArgs, output: Output) -> Result<bool> {
     opts.egress = args
         .egress
         .iter()
-        .map(|e| parse_endpoint(e))
+        .map(|e| parse_endpoint(e, "--egress").map_err(|e| invalid(e.to_string())))
         .collect::<Result<_>>()?;
     opts.selection = args.tables;
     let report = conformance::run(&opts).await?;
