@@ -2,17 +2,25 @@
 # Sets up what is missing, builds everything (connectors included) and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Seconds each phase took, printed at the end: CI time is budgeted.
+timings=()
+phase_started=$SECONDS
+phase() { timings+=("$(printf '%5ds  %s' $((SECONDS - phase_started)) "$1")"); phase_started=$SECONDS; }
 ./scripts/setup.sh
+phase "setup"
 cargo build --release --workspace
+phase "build (workspace and first-party components)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
 # Connector unit tests run natively; the components themselves are exercised by the end-to-end tests.
 (cd connectors-wasm && cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')") 2>&1 | tee -a "$log" || status=1
+phase "connectors-wasm unit tests"
 # The Rust connector SDK and the Rust example, natively (one target directory for both).
 for crate in sdk/rust examples/connectors/datagen-source; do
     (cd "$crate" && CARGO_TARGET_DIR="$OLDPWD/target/connector-projects" cargo test --release) 2>&1 | tee -a "$log" || status=1
 done
+phase "Rust SDK and datagen unit tests"
 # The connector SDKs and examples in Python and JavaScript, natively.
 py="$HOME/.cache/culvert/venv/bin/python"
 for suite in "sdk/python/tests test_*.py" "examples/connectors/http-json-source test_app.py"; do
@@ -22,7 +30,13 @@ done
 npm_quiet=(--no-audit --no-fund --no-package-lock --loglevel=error)
 (cd sdk/js && npm install "${npm_quiet[@]}" && node --test test/) 2>&1 | tee -a "$log" || status=1
 (cd examples/connectors/blob-ndjson-destination && npm install --omit=dev "${npm_quiet[@]}" && npm test) 2>&1 | tee -a "$log" || status=1
+phase "Python and JavaScript SDK tests"
 cargo test --release --workspace -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee -a "$log" || status=1
+phase "workspace tests"
+# Slowest test binaries, from cargo's "finished in" lines.
+while read -r secs bin; do
+    timings+=("$(printf '%5.0fs    %s' "$secs" "$bin")")
+done < <(awk '/^     Running /{bin=$2} /finished in/{sub(/s$/,"",$NF); print $NF, bin}' "$log" | sort -rn | head -8)
 # cargo: "test result: ok. N passed; M failed"; unittest: "Ran N tests" (failures included) then
 # "FAILED (failures=M)"; node: "# pass N" / "# fail M".
 passed=$(
@@ -39,5 +53,6 @@ failed=$(
         grep -Eo '^# fail [0-9]+' "$log" | awk '{print $3}'
     } | awk '{s += $1} END {print s + 0}'
 )
+printf '%s\n' "time per phase:" "${timings[@]}"
 echo "tests: $passed passed, $failed failed"
 exit "$status"

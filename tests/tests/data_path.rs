@@ -174,3 +174,48 @@ fn a_type_that_cannot_be_carried_fails_naming_table_column_and_type() {
     );
     assert!(log.contains("composite types are not supported"), "{log}");
 }
+
+/// A transaction whose commit record directly follows another transaction's commit:
+/// the WAL end the server reports in between (a keepalive, sent while the first
+/// transaction is still open) equals the commit's LSN. The position taken from that
+/// keepalive must sort before the transaction, or it is taken as delivered and skipped.
+#[test]
+fn a_commit_at_the_wal_end_of_a_keepalive_is_not_skipped() {
+    let (src, dst) = Cluster::pair();
+    src.sql(
+        "app",
+        "CREATE TABLE slow (id int PRIMARY KEY, v text);
+         CREATE TABLE unreplicated (id int);
+         INSERT INTO slow VALUES (0, 'seed');",
+    );
+    let (_work, _pipeline, mut agent) = replicate("keepalive", &src, &dst, &["public.slow"]);
+    let count = |c: &Cluster, db: &str| c.try_sql(db, "SELECT count(*) FROM slow").ok();
+    agent.wait_until(60, "the snapshot", || {
+        count(&dst, "replica").as_deref() == Some("1")
+    });
+    for round in 0..4 {
+        std::thread::scope(|s| {
+            // Open with its rows written; while it sleeps, a transaction on a table
+            // outside the publication commits, the server flushes and decodes it, and,
+            // idle, reports that WAL end, which is where this commit then lands.
+            s.spawn(|| {
+                src.sql(
+                    "app",
+                    &format!(
+                        "BEGIN;
+                         INSERT INTO slow SELECT g, 'round {round}' FROM generate_series({a}, {b}) g;
+                         SELECT pg_sleep(2.5);
+                         COMMIT;",
+                        a = round * 1000 + 1,
+                        b = round * 1000 + 1000
+                    ),
+                )
+            });
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            src.sql("app", "INSERT INTO unreplicated VALUES (1)");
+        });
+    }
+    let want = count(&src, "app");
+    agent.wait_until(60, "every transaction", || count(&dst, "replica") == want);
+    assert_eq!(src.dump("app", "slow"), dst.dump("replica", "slow"));
+}

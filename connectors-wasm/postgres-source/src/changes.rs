@@ -318,8 +318,9 @@ impl ChangeStream {
         }
     }
 
+    /// Everything committing before `lsn` is delivered (a keepalive's or heartbeat's WAL end).
     fn advance(&mut self, lsn: u64) {
-        let pos = Stage::Changes { lsn, seq: u64::MAX };
+        let pos = Stage::before(lsn);
         if pos > self.last_position {
             self.last_position = pos;
         }

@@ -242,7 +242,7 @@ async fn resume_snapshot(
         request_copy(client, cfg, fresh).await?;
     }
     let start = StreamStart {
-        resume: Some((generation, u64::MAX)),
+        resume: Some(after_snapshot(generation)),
         backfills,
     };
     stream(cfg, globs, start, resolve).await
@@ -564,6 +564,15 @@ async fn start_snapshot(
     })
 }
 
+/// Where the stream picks up after a snapshot taken at the slot's consistent point
+/// `generation`: a transaction may commit exactly there, and the snapshot does not hold it.
+fn after_snapshot(generation: u64) -> (u64, u64) {
+    match Stage::before(generation) {
+        Stage::Changes { lsn, seq } => (lsn, seq),
+        Stage::Snapshot { .. } => unreachable!("before() is a change-stream position"),
+    }
+}
+
 fn table_ref(desc: &TableDesc) -> sdk::TableRef {
     sdk::TableRef {
         namespace: desc.namespace.clone(),
@@ -644,7 +653,7 @@ async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<sdk::Batch
                     state.cfg.clone(),
                     state.globs.clone(),
                     StreamStart {
-                        resume: Some((generation, u64::MAX)),
+                        resume: Some(after_snapshot(generation)),
                         backfills: Vec::new(),
                     },
                 )
@@ -658,7 +667,7 @@ async fn next(state: &mut State, max_rows: u32) -> GuestResult<Option<sdk::Batch
                 );
                 let batch = sdk::Batch {
                     kind: sdk::BatchKind::Heartbeat,
-                    position: Position::changes(generation, u64::MAX).encode(),
+                    position: Position::from(Stage::before(generation)).encode(),
                     tables: Vec::new(),
                     lag_bytes: 0,
                     continues: false,

@@ -101,6 +101,20 @@ impl From<Stage> for Position {
     }
 }
 
+impl Stage {
+    /// Every transaction that commits before `lsn`, and none that commits at it.
+    ///
+    /// A WAL end the server reports (a keepalive, a slot's consistent point) is often
+    /// exactly where the next commit record lands; `Changes { lsn, MAX }` would count
+    /// that transaction as delivered before it is.
+    pub fn before(lsn: u64) -> Stage {
+        Stage::Changes {
+            lsn: lsn.saturating_sub(1),
+            seq: u64::MAX,
+        }
+    }
+}
+
 impl Position {
     /// The change-stream position `(lsn, seq)` without progress.
     pub fn changes(lsn: u64, seq: u64) -> Position {
@@ -224,6 +238,22 @@ impl Cursor<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn before_sorts_ahead_of_a_transaction_committing_at_that_lsn() {
+        let before = Position::from(Stage::before(0x47babc8)).encode();
+        for seq in [0, 1, u64::MAX] {
+            assert!(before < Position::changes(0x47babc8, seq).encode());
+        }
+        assert!(before > Position::changes(0x47babc7 - 8, u64::MAX).encode());
+        assert_eq!(
+            Stage::before(0),
+            Stage::Changes {
+                lsn: 0,
+                seq: u64::MAX
+            }
+        );
+    }
+
     use super::*;
 
     #[test]
