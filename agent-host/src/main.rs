@@ -70,10 +70,23 @@ enum Command {
         #[arg(long, env = "CULVERT_ENVIRONMENT")]
         environment: uuid::Uuid,
         /// File holding the environment's registration token.
-        #[arg(long)]
-        token_file: PathBuf,
+        #[arg(
+            long,
+            env = "CULVERT_TOKEN_FILE",
+            required_unless_present = "registration_token"
+        )]
+        token_file: Option<PathBuf>,
+        /// The environment's registration token itself (instances of a scale set get it in
+        /// their environment).
+        #[arg(
+            long,
+            env = "CULVERT_REGISTRATION_TOKEN",
+            hide_env_values = true,
+            conflicts_with = "token_file"
+        )]
+        registration_token: Option<String>,
         /// Where the agent keeps its credential and its pipelines' buffers.
-        #[arg(long)]
+        #[arg(long, env = "CULVERT_STATE_DIR")]
         state_dir: PathBuf,
         /// PEM private key that opens connector secrets sealed for this environment.
         #[arg(long, conflicts_with = "key_vault")]
@@ -88,11 +101,32 @@ enum Command {
         #[arg(long, env = "CULVERT_BUFFER_URL")]
         buffer_url: Option<String>,
         /// Name shown in the control plane (default: the host name).
-        #[arg(long)]
+        #[arg(long, env = "CULVERT_AGENT_NAME")]
         name: Option<String>,
         /// Serve Prometheus metrics on this address.
         #[arg(long)]
         metrics_addr: Option<std::net::SocketAddr>,
+    },
+    /// Run one connector validation for the control plane and exit (validation containers).
+    Validate {
+        /// The control plane's API base URL.
+        #[arg(long, env = "CULVERT_CONTROL_PLANE")]
+        control_plane: String,
+        /// The validation to run.
+        #[arg(long)]
+        validation: uuid::Uuid,
+        /// Its one-time token.
+        #[arg(long, env = "CULVERT_VALIDATION_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The environment's Key Vault URL; opens connector secrets with this process's identity.
+        #[arg(long, env = "CULVERT_KEY_VAULT")]
+        key_vault: Option<String>,
+        /// PEM private key that opens connector secrets (local environments).
+        #[arg(long, conflicts_with = "key_vault")]
+        sealing_key: Option<PathBuf>,
+        /// Scratch directory (default: a new temporary directory).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// List the connectors built into this agent.
     Connectors {
@@ -182,6 +216,7 @@ async fn run(cli: Cli) -> Result<()> {
             control_plane,
             environment,
             token_file,
+            registration_token,
             state_dir,
             sealing_key,
             key_vault,
@@ -201,7 +236,11 @@ async fn run(cli: Cli) -> Result<()> {
             let opts = culvert_agent_host::managed::Options {
                 control_plane,
                 environment,
-                token_file,
+                token: match (registration_token, token_file) {
+                    (Some(t), _) => culvert_agent_host::managed::RegistrationToken::Text(t),
+                    (None, Some(f)) => culvert_agent_host::managed::RegistrationToken::File(f),
+                    (None, None) => unreachable!("clap requires one of them"),
+                },
                 state_dir,
                 sealing_key,
                 key_vault,
@@ -211,6 +250,35 @@ async fn run(cli: Cli) -> Result<()> {
             let (tx, rx) = watch::channel(false);
             tokio::spawn(shutdown_signal(tx));
             culvert_agent_host::managed::run(opts, engine(cli.cache_dir)?, metrics, rx).await
+        }
+        Command::Validate {
+            control_plane,
+            validation,
+            token,
+            key_vault,
+            sealing_key,
+            state_dir,
+        } => {
+            let key = culvert_agent_host::managed::open_secrets_key(
+                key_vault.as_deref(),
+                sealing_key.as_deref(),
+            )?;
+            let dir = state_dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("culvert-validate-{validation}"))
+            });
+            let passed = culvert_agent_host::managed::validation::run_once(
+                &control_plane,
+                validation,
+                token,
+                key,
+                dir,
+                engine(cli.cache_dir)?,
+            )
+            .await?;
+            if !passed {
+                anyhow::bail!("some checks failed; the control plane has the details");
+            }
+            Ok(())
         }
         Command::Check { pipeline } => {
             let cfg = PipelineConfig::load(&pipeline)?;

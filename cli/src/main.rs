@@ -59,6 +59,9 @@ enum Command {
     /// Connectors: configured sources and targets.
     #[command(subcommand)]
     Connector(ConnectorCommand),
+    /// VNet peerings between an Azure environment and a database's VNet.
+    #[command(subcommand)]
+    Peering(commands::byoc::PeeringCommand),
     /// Pipelines: replication from a source to a target.
     #[command(subcommand)]
     Pipeline(PipelineCommand),
@@ -143,6 +146,7 @@ async fn run(cli: Cli) -> (Result<u8>, bool) {
     let result = match cli.command {
         Command::Env(c) => commands::env::run(&api, c).await,
         Command::Connector(c) => commands::connector::run(&api, c).await,
+        Command::Peering(c) => commands::byoc::peering(&api, c).await,
         Command::Pipeline(c) => commands::pipeline::run(&api, c).await,
         Command::Agent(c) => commands::agent::run(&api, c).await,
         Command::ApiKey(c) => commands::api_key::run(&api, c).await,

@@ -27,6 +27,8 @@ pub struct App {
     pub local_compute: Option<LocalCompute>,
     /// The master keys configuration is sealed with at rest.
     pub master_keys: MasterKeys,
+    /// Culvert's side of Azure environments, when this control plane is set up for them.
+    pub byoc: Option<crate::byoc::Byoc>,
     migrated: OnceCell<()>,
 }
 
@@ -48,7 +50,12 @@ impl App {
             ComputeSetting::Local(url) => Some(LocalCompute::new(url.clone())),
             ComputeSetting::None => None,
         };
+        let byoc = settings
+            .byoc
+            .clone()
+            .map(|b| crate::byoc::Byoc::new(b, settings.public_url.clone()));
         Ok(Arc::new(App {
+            byoc,
             store,
             settings,
             env_keys,

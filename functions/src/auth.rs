@@ -29,6 +29,8 @@ pub enum CredentialKind {
     Agent,
     /// `cvt_`: an environment's agent registration token.
     RegistrationToken,
+    /// `cvv_`: the one-time token of one validation run in a validation container.
+    ValidationToken,
 }
 
 impl CredentialKind {
@@ -37,6 +39,7 @@ impl CredentialKind {
             CredentialKind::ApiKey => "cvk",
             CredentialKind::Agent => "cva",
             CredentialKind::RegistrationToken => "cvt",
+            CredentialKind::ValidationToken => "cvv",
         }
     }
 }
@@ -266,6 +269,34 @@ pub async fn registration_token(store: &Store, headers: &HeaderMap) -> ApiResult
     let stored: Option<Vec<u8>> = row.get(0);
     match stored {
         Some(h) if verify(secret, &h) => Ok(env),
+        _ => Err(invalid()),
+    }
+}
+
+/// The validation a request's one-time validation token is for, checked against it.
+pub async fn validation_token(
+    store: &Store,
+    headers: &HeaderMap,
+    validation: Uuid,
+) -> ApiResult<()> {
+    let token = bearer(headers)?;
+    let invalid = || ApiError::Unauthorized("the validation token is unknown or expired".into());
+    let (id, secret) =
+        parse_credential(CredentialKind::ValidationToken, token).ok_or_else(invalid)?;
+    if id != validation {
+        return Err(invalid());
+    }
+    let conn = store.conn().await?;
+    let row = conn
+        .q_opt(
+            "select runner_token_hash from validations where id = $1 and state in ('queued', 'running')",
+            &[&id],
+        )
+        .await?
+        .ok_or_else(invalid)?;
+    let stored: Option<Vec<u8>> = row.get(0);
+    match stored {
+        Some(h) if verify(secret, &h) => Ok(()),
         _ => Err(invalid()),
     }
 }

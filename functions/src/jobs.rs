@@ -61,6 +61,11 @@ pub async fn provision(
     let store = app.store().await?;
     let conn = store.conn().await?;
     if action == "remove" {
+        if let Some(byoc) = &app.byoc
+            && msg.get("scale_set_id").is_some()
+        {
+            return crate::byoc::jobs::remove(byoc, msg).await;
+        }
         if let Some(compute) = &app.local_compute {
             compute
                 .remove(env_id)
@@ -75,10 +80,26 @@ pub async fn provision(
         Err(e) => return Err(e.into()),
     };
     if env.provider == Provider::Azure {
-        return Ok(format!(
-            "environment {} waits for its bootstrap; nothing to start",
-            env.name
-        ));
+        let Some(byoc) = &app.byoc else {
+            return Ok(format!(
+                "environment {} is an Azure environment and this control plane has no Azure settings",
+                env.name
+            ));
+        };
+        return match crate::byoc::jobs::provision(app, byoc, msg, &env).await {
+            Err(e) if last_attempt(dequeue_count) => {
+                conn.exec(
+                    "update environments set reason = $2, updated_at = now() where id = $1",
+                    &[
+                        &env_id,
+                        &format!("the agents' scale set could not be changed: {e}"),
+                    ],
+                )
+                .await?;
+                Err(e)
+            }
+            other => other,
+        };
     }
     let compute = app.local_compute.as_ref().ok_or_else(|| {
         JobError::Failed(
@@ -119,7 +140,7 @@ pub async fn validate(app: &Arc<App>, msg: &Value, dequeue_count: u32) -> Result
     let conn = store.conn().await?;
     let Some(row) = conn
         .q_opt(
-            "select v.state, e.name, (select count(*) from agents a where a.environment_id = e.id and a.healthy)
+            "select v.state, e.name, (select count(*) from agents a where a.environment_id = e.id and a.healthy), e.provider, e.id, c.id
              from validations v join connectors c on c.id = v.connector_id join environments e on e.id = c.environment_id
              where v.id = $1",
             &[&vid],
@@ -128,6 +149,13 @@ pub async fn validate(app: &Arc<App>, msg: &Value, dequeue_count: u32) -> Result
     else {
         return Ok(format!("validation {vid} no longer exists"));
     };
+    if row.get::<_, &str>(3) == "azure"
+        && let Some(byoc) = &app.byoc
+    {
+        // Azure environments validate in a container group inside the customer's subnet.
+        let env = environments::load(&conn, &app.master_keys, row.get(4)).await?;
+        return crate::byoc::jobs::validate(app, byoc, vid, &env, row.get(5)).await;
+    }
     let state: String = row.get(0);
     let env: String = row.get(1);
     let healthy: i64 = row.get(2);
@@ -150,6 +178,14 @@ pub async fn validate(app: &Arc<App>, msg: &Value, dequeue_count: u32) -> Result
     Err(JobError::Failed(format!(
         "no healthy agent in environment {env} yet"
     )))
+}
+
+/// `azure-poller`: registration of Azure environments and VNet peering states.
+pub async fn azure_poller(app: &Arc<App>) -> Result<String, JobError> {
+    match &app.byoc {
+        Some(byoc) => crate::byoc::jobs::poll(app, byoc).await,
+        None => Ok("no Azure settings; nothing to poll".into()),
+    }
 }
 
 /// `housekeeping`: agent health, environment state, stale validations, leases.

@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod bindings;
+pub mod byoc;
 pub mod compute;
 pub mod env_keys;
 pub mod error;
@@ -257,6 +258,7 @@ async fn job_invocation(
     let dequeue_count = inv.dequeue_count();
     let outcome = match def.name {
         "housekeeping" => jobs::housekeeping(&app).await,
+        "azure-poller" => jobs::azure_poller(&app).await,
         name => match inv.queue_message(binding) {
             Err(e) => Err(jobs::JobError::Malformed(e.to_string())),
             Ok(msg) => match name {
@@ -268,7 +270,7 @@ async fn job_invocation(
     };
     match outcome {
         Ok(line) => {
-            if def.name == "housekeeping" {
+            if matches!(def.name, "housekeeping" | "azure-poller") {
                 tracing::debug!(function = def.name, "{line}");
             } else {
                 tracing::info!(function = def.name, "{line}");

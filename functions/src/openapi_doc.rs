@@ -605,6 +605,165 @@ fn ops() -> Vec<Op> {
             Plain,
         ),
         op(
+            "/v1/agent/validations/{id}",
+            "get",
+            "getAgentValidation",
+            "Validation container: the one validation its token is for",
+            "agent-protocol",
+            None,
+            200,
+            Some(schema("ValidationTask")),
+            Plain,
+        ),
+        op(
+            "/v1/agent/validations/{id}",
+            "post",
+            "reportAgentValidation",
+            "Validation container: report the checks of its validation",
+            "agent-protocol",
+            Some("ValidationReport"),
+            200,
+            Some(json!({"type": "object", "properties": {"accepted": {"type": "integer"}}})),
+            Plain,
+        ),
+        op(
+            "/v1/environments/{id}/bootstrap",
+            "get",
+            "getEnvironmentBootstrap",
+            "The Terraform bundle that bootstraps an Azure environment, and the resources it creates",
+            "environments",
+            None,
+            200,
+            Some(
+                json!({"type": "object", "required": ["files", "resources"], "properties": {
+                "environment": {"type": "string"},
+                "files": {"type": "object", "additionalProperties": {"type": "string"}},
+                "resources": {"type": "object", "additionalProperties": {"type": "string"}},
+                "fixes": {"type": "array", "items": {"type": "string"}}}}),
+            ),
+            Plain,
+        ),
+        op(
+            "/v1/environments/{id}/databases",
+            "get",
+            "listEnvironmentDatabases",
+            "Database servers in an Azure environment's resource group",
+            "environments",
+            None,
+            200,
+            Some(
+                json!({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": {
+                "type": "object", "required": ["kind", "name", "id", "port"], "properties": {
+                    "kind": {"type": "string"}, "name": {"type": "string"}, "id": {"type": "string"},
+                    "host": {"type": "string"}, "port": {"type": "integer"}, "version": {"type": "string"},
+                    "state": {"type": "string"}, "location": {"type": "string"}, "connector_type": {"type": "string"}}}}}}),
+            ),
+            Plain,
+        ),
+        op(
+            "/v1/environments/{id}/pause",
+            "post",
+            "pauseEnvironment",
+            "Deallocate an Azure environment's agents",
+            "environments",
+            None,
+            202,
+            Some(json!({"type": "object"})),
+            Plain,
+        ),
+        op(
+            "/v1/environments/{id}/resume",
+            "post",
+            "resumeEnvironment",
+            "Start (or create) an Azure environment's agents",
+            "environments",
+            None,
+            202,
+            Some(json!({"type": "object"})),
+            Plain,
+        ),
+        op(
+            "/v1/environments/{id}/upgrade",
+            "post",
+            "upgradeEnvironment",
+            "Move an Azure environment's agents to an agent version (`{\"version\": \"1.2.3\"}`, default the current one)",
+            "environments",
+            None,
+            202,
+            Some(json!({"type": "object"})),
+            Plain,
+        ),
+        op(
+            "/v1/connectors/{id}/network",
+            "get",
+            "getConnectorNetworkSteps",
+            "The NSG steps that let agents reach a connector's database, and which rules are missing",
+            "connectors",
+            None,
+            200,
+            Some(
+                json!({"type": "object", "properties": {"script": {"type": "string"}, "rules": {"type": "array"}, "missing": {"type": "array", "items": {"type": "string"}}}}),
+            ),
+            Plain,
+        ),
+        op(
+            "/v1/connectors/{id}/network",
+            "put",
+            "putConnectorNetwork",
+            "Record where a connector's database sits (its NSG and subnet prefix)",
+            "connectors",
+            Some("DatabaseNetwork"),
+            200,
+            Some(schema("DatabaseNetwork")),
+            Plain,
+        ),
+        op(
+            "/v1/environments/{id}/network-connections",
+            "get",
+            "listNetworkConnections",
+            "An environment's VNet peering connections",
+            "network-connections",
+            None,
+            200,
+            Some(
+                json!({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": schema("NetworkConnection")}}}),
+            ),
+            Plain,
+        ),
+        op(
+            "/v1/environments/{id}/network-connections",
+            "post",
+            "createNetworkConnection",
+            "Ask for a VNet peering with a database's VNet",
+            "network-connections",
+            Some("NetworkConnectionCreate"),
+            201,
+            Some(schema("NetworkConnection")),
+            Plain,
+        ),
+        op(
+            "/v1/environments/{id}/network-connections/{name}",
+            "get",
+            "getNetworkConnection",
+            "A VNet peering connection: state, reason and the peer's steps",
+            "network-connections",
+            None,
+            200,
+            Some(schema("NetworkConnection")),
+            Plain,
+        ),
+        op(
+            "/v1/environments/{id}/network-connections/{name}",
+            "delete",
+            "deleteNetworkConnection",
+            "Delete a VNet peering connection and Culvert's side of the peering",
+            "network-connections",
+            None,
+            204,
+            None,
+            Plain,
+        ),
+        op(
             "/v1/agent/components/{digest}",
             "get",
             "getAgentComponent",
@@ -666,6 +825,31 @@ pub fn document() -> Value {
         "description": "Environments, connectors, pipelines and agents. Errors are application/problem+json."
     });
     doc["servers"] = json!([{"url": "/api"}]);
+    // Azure-environment bodies, written out here: they live in the handler, not the client crate.
+    let id_pattern = "^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft.Network/networkSecurityGroups/[^/]+$";
+    doc["components"]["schemas"]["DatabaseNetwork"] = json!({
+        "type": "object", "additionalProperties": false, "required": ["db_nsg_id", "db_subnet_prefix"],
+        "properties": {
+            "db_nsg_id": {"type": "string", "pattern": id_pattern, "description": "Resource id of the database's network security group"},
+            "db_subnet_prefix": {"type": "string", "description": "IPv4 prefix of the database's subnet, e.g. 10.0.2.0/24"}}});
+    let guid = json!({"type": "string", "format": "uuid"});
+    let name = json!({"type": "string", "pattern": "^[a-z][a-z0-9-]{0,47}$"});
+    let azure_name = json!({"type": "string", "pattern": "^[A-Za-z0-9_.()-]{1,90}$"});
+    doc["components"]["schemas"]["NetworkConnectionCreate"] = json!({
+        "type": "object", "additionalProperties": false,
+        "required": ["name", "peer_subscription_id", "peer_tenant_id", "peer_resource_group", "peer_vnet", "peer_app_id"],
+        "properties": {"name": name, "peer_subscription_id": guid, "peer_tenant_id": guid,
+            "peer_resource_group": azure_name, "peer_vnet": azure_name, "peer_app_id": guid}});
+    doc["components"]["schemas"]["NetworkConnection"] = json!({
+        "type": "object",
+        "required": ["id", "name", "state", "peer_steps"],
+        "properties": {"id": guid, "name": {"type": "string"},
+            "peer_subscription_id": {"type": "string"}, "peer_tenant_id": {"type": "string"},
+            "peer_resource_group": {"type": "string"}, "peer_vnet": {"type": "string"}, "peer_app_id": {"type": "string"},
+            "state": {"type": "string", "enum": ["APPROVED", "PENDING_PEER", "ACTIVE", "INVALID_SPECIFICATION", "REJECTED_BY_PEER", "DELETING"]},
+            "reason": {"type": ["string", "null"]},
+            "created_at": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"},
+            "peer_steps": {"type": "string", "description": "The az commands the peer runs, pre-filled"}}});
     doc["components"]["securitySchemes"] = json!({"bearer": {"type": "http", "scheme": "bearer",
         "description": "An API key (cvk_...), an agent key (cva_...), or for registration the environment's token (cvt_...)"}});
     let mut paths = serde_json::Map::new();
@@ -751,7 +935,7 @@ mod tests {
                 }
             }
         }
-        let actions = ["deploy", "pause", "resume", "resync"];
+        let actions = ["deploy", "pause", "resume", "resync", "upgrade"];
         let generic = |p: &str| {
             actions.iter().fold(p.to_string(), |acc, a| {
                 acc.replace(&format!("/{a}"), "/{action}")

@@ -64,6 +64,8 @@ pub struct Settings {
     /// `CULVERT_MASTER_KEY_SECRET_URL` or `CULVERT_MASTER_KEY_FILE`; commands that never touch
     /// configuration (migrate, create-admin-key) run without.
     pub master_key: Option<MasterKeySetting>,
+    /// Culvert's side of Azure environments (`CULVERT_AZURE_PRINCIPAL_ID` and friends).
+    pub byoc: Option<crate::byoc::ByocSettings>,
 }
 
 fn seconds(name: &'static str, default: u64) -> Result<Duration, SettingsError> {
@@ -144,7 +146,9 @@ impl Settings {
             ));
         }
         let master_key = master_key()?;
+        let byoc = crate::byoc::ByocSettings::from_env()?;
         Ok(Settings {
+            byoc,
             control_store,
             public_url,
             local_sealing_key,

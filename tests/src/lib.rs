@@ -2,6 +2,7 @@
 //! and the real `culvert-agent` binary.
 
 pub mod agent;
+pub mod arm;
 pub mod azure;
 pub mod azurite;
 pub mod cluster;

@@ -45,18 +45,33 @@ impl Run {
 impl Stack {
     /// `culvert local up` in `state` on a free port.
     pub fn up(state: &Path) -> Stack {
+        Stack::up_with_env(state, &[])
+    }
+
+    /// `culvert local up` with extra settings in the stack's environment (they reach the
+    /// control plane's app settings).
+    pub fn up_with_env(state: &Path, env: &[(&str, &str)]) -> Stack {
         let port = free_port();
         let mut s = Stack {
             state: state.to_path_buf(),
             api: format!("http://127.0.0.1:{port}/api"),
             up: false,
         };
-        s.start(port);
+        s.start_with(port, env);
         s
     }
 
+    /// The stack's state directory.
+    pub fn state(&self) -> &Path {
+        &self.state
+    }
+
     fn start(&mut self, port: u16) {
-        let r = self.culvert(&["local", "up", "--port", &port.to_string()]);
+        self.start_with(port, &[]);
+    }
+
+    fn start_with(&mut self, port: u16, env: &[(&str, &str)]) {
+        let r = self.culvert_env(&["local", "up", "--port", &port.to_string()], env);
         assert_eq!(
             r.code, 0,
             "culvert local up failed:\n{}\n{}",

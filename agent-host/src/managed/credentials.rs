@@ -42,13 +42,13 @@ pub async fn obtain(opts: &Options, client: &mut Client) -> Result<Credentials> 
 
 /// Register with the registration token and store the new credential.
 pub async fn register_again(opts: &Options, client: &mut Client) -> Result<Credentials> {
-    let token = std::fs::read_to_string(&opts.token_file).with_context(|| {
-        format!(
-            "cannot read the registration token {}",
-            opts.token_file.display()
-        )
-    })?;
-    let token = token.trim().to_string();
+    let token = match &opts.token {
+        super::RegistrationToken::Text(t) => t.trim().to_string(),
+        super::RegistrationToken::File(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the registration token {}", path.display()))?
+            .trim()
+            .to_string(),
+    };
     let mut attempt = 0u32;
     let reply: AgentRegistered = loop {
         client.set_key(token.clone());

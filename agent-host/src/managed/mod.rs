@@ -10,7 +10,7 @@ mod assignment;
 pub mod components;
 mod credentials;
 mod runner;
-mod validation;
+pub mod validation;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +27,15 @@ use uuid::Uuid;
 use crate::engine::ConnectorEngine;
 use crate::metrics::Metrics;
 
+/// Where the registration token comes from.
+#[derive(Debug, Clone)]
+pub enum RegistrationToken {
+    /// A file holding it (written by the local compute provider).
+    File(PathBuf),
+    /// The token itself (from the instance's environment on a scale set).
+    Text(String),
+}
+
 /// How the agent reaches its control plane.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -34,8 +43,8 @@ pub struct Options {
     pub control_plane: String,
     /// The environment this agent belongs to.
     pub environment: Uuid,
-    /// File holding the environment's registration token.
-    pub token_file: PathBuf,
+    /// The environment's registration token, or the file holding it.
+    pub token: RegistrationToken,
     /// Where the agent keeps its credential and its pipelines' buffers.
     pub state_dir: PathBuf,
     /// Private key that opens connector secrets sealed for this environment (local environments).
@@ -51,7 +60,16 @@ pub struct Options {
 
 /// The key that opens connector secrets: the environment's Key Vault, else a local private key.
 fn secrets_key(opts: &Options) -> Result<Option<Arc<dyn KeyEncryptionKey>>> {
-    if let Some(vault) = &opts.key_vault {
+    open_secrets_key(opts.key_vault.as_deref(), opts.sealing_key.as_deref())
+}
+
+/// The key that opens connector secrets: the Key Vault `key_vault` with this process's
+/// identity, else the private key file `sealing_key`.
+pub fn open_secrets_key(
+    key_vault: Option<&str>,
+    sealing_key: Option<&std::path::Path>,
+) -> Result<Option<Arc<dyn KeyEncryptionKey>>> {
+    if let Some(vault) = key_vault {
         let identity = culvert_azure::identity::CredentialSource::from_env()?;
         let credential = identity
             .credential()
@@ -64,7 +82,7 @@ fn secrets_key(opts: &Options) -> Result<Option<Arc<dyn KeyEncryptionKey>>> {
         tracing::info!(key = %key.describe(), %identity, "connector secrets open with Key Vault");
         return Ok(Some(Arc::new(key)));
     }
-    let Some(path) = &opts.sealing_key else {
+    let Some(path) = sealing_key else {
         return Ok(None);
     };
     let pem = std::fs::read_to_string(path)

@@ -123,3 +123,41 @@ impl Validations {
         }
     }
 }
+
+/// Run one validation on its own (a validation container): fetch it with its one-time
+/// token, check, report. Returns whether every check passed.
+pub async fn run_once(
+    control_plane: &str,
+    validation: uuid::Uuid,
+    token: String,
+    key: Option<Arc<dyn KeyEncryptionKey>>,
+    state_dir: PathBuf,
+    engine: ConnectorEngine,
+) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let client = Client::new(control_plane, Some(token));
+    let path = format!("/v1/agent/validations/{validation}");
+    let task: ValidationTask = client
+        .get(&path)
+        .await
+        .with_context(|| format!("fetching validation {validation}"))?
+        .body;
+    let components = Components::new(&state_dir, client.clone());
+    let checks = check(&task, engine, key, state_dir, components).await;
+    let passed = checks.iter().all(|c| c.ok);
+    for c in &checks {
+        let mark = if c.ok { "ok  " } else { "FAIL" };
+        println!("{mark} {:<24} {}", c.name, c.message);
+    }
+    let report = ValidationReport {
+        validation_id: validation,
+        checks,
+    };
+    client
+        .post::<_, serde_json::Value>(&path, &report)
+        .await
+        .with_context(|| format!("reporting validation {validation}"))?;
+    Ok(passed)
+}

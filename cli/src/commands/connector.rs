@@ -123,6 +123,20 @@ pub enum ConnectorCommand {
     },
     /// Publish a component as a version of a registered connector type (uploads it first).
     Publish(super::registry::PublishArgs),
+    /// Record where a connector's database sits (Azure environments), for its network steps.
+    Network(super::byoc::Network),
+    /// Print the pre-filled NSG commands that let the agents reach a connector's database,
+    /// and which rules are still missing (Azure environments).
+    NetworkSteps {
+        /// Connector name or id.
+        name: String,
+        /// Environment of the connector (when the name is not unique).
+        #[arg(long)]
+        env: Option<String>,
+        /// Print only the script.
+        #[arg(long)]
+        script: bool,
+    },
     /// List the versions of a registered connector type.
     Versions {
         /// Connector type.
@@ -370,6 +384,10 @@ pub async fn run(api: &Api, cmd: ConnectorCommand) -> Result<()> {
         }
         ConnectorCommand::Publish(args) => super::registry::publish(api, args).await?,
         ConnectorCommand::Versions { name } => super::registry::versions(api, &name).await?,
+        ConnectorCommand::Network(n) => super::byoc::network(api, n).await?,
+        ConnectorCommand::NetworkSteps { name, env, script } => {
+            super::byoc::network_steps(api, &name, env.as_deref(), script).await?
+        }
         ConnectorCommand::Keygen { out } => super::registry::keygen(&out, api.output)?,
         ConnectorCommand::Types => {
             let a = api.get::<Vec<ConnectorType>>("/v1/connector-types").await?;

@@ -38,6 +38,37 @@ pub enum EnvCommand {
         /// Name or id.
         name: String,
     },
+    /// Write the Terraform bundle that bootstraps an Azure environment.
+    Bootstrap {
+        /// Name or id.
+        name: String,
+        /// Directory to write main.tf, terraform.tfvars and README.md into.
+        #[arg(long, default_value = "culvert-bootstrap")]
+        out: std::path::PathBuf,
+    },
+    /// List the database servers in an Azure environment's resource group.
+    Databases {
+        /// Name or id.
+        name: String,
+    },
+    /// Deallocate an Azure environment's agents (no compute cost until resumed).
+    Pause {
+        /// Name or id.
+        name: String,
+    },
+    /// Start an Azure environment's deallocated agents.
+    Resume {
+        /// Name or id.
+        name: String,
+    },
+    /// Move an Azure environment's agents to another agent version.
+    Upgrade {
+        /// Name or id.
+        name: String,
+        /// Agent version (default: the control plane's current one).
+        #[arg(long)]
+        version: Option<String>,
+    },
     /// Wait until an environment reaches a state.
     Wait {
         /// Name or id.
@@ -217,6 +248,13 @@ pub async fn run(api: &Api, cmd: EnvCommand) -> Result<()> {
             state,
             timeout,
         } => wait(api, &name, state, Duration::from_secs(timeout)).await?,
+        EnvCommand::Bootstrap { name, out } => super::byoc::bootstrap(api, &name, &out).await?,
+        EnvCommand::Databases { name } => super::byoc::databases(api, &name).await?,
+        EnvCommand::Pause { name } => super::byoc::compute(api, &name, "pause", None).await?,
+        EnvCommand::Resume { name } => super::byoc::compute(api, &name, "resume", None).await?,
+        EnvCommand::Upgrade { name, version } => {
+            super::byoc::compute(api, &name, "upgrade", version).await?
+        }
     }
     Ok(())
 }

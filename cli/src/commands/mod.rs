@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod api_key;
+pub mod byoc;
 pub mod connector;
 pub mod connector_dev;
 pub mod env;

@@ -18,6 +18,12 @@ pub const PLATFORM_VAULT: &str = "culvert-platform";
 pub const ENV_VAULT: &str = "culvert-env";
 /// The secret holding the control plane's master key versions.
 pub const MASTER_KEY_SECRET: &str = "culvert-master-key";
+/// The customers' subscription of the local Resource Manager (Azure environments name it).
+pub const CUSTOMER_SUBSCRIPTION: &str = "5c0f3e1a-7b2d-4c8e-9a61-0d4b2f6e8a10";
+/// Culvert's own subscription of the local Resource Manager (the metadata service lives there).
+pub const CULVERT_SUBSCRIPTION: &str = "c0a1b2c3-d4e5-4f60-8a71-92b3c4d5e6f7";
+/// Culvert's resource group there.
+pub const CULVERT_RESOURCE_GROUP: &str = "culvert-control-plane";
 
 /// Identities of the local stack, kept between runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +67,9 @@ pub struct Endpoints {
     pub vaults_https: std::collections::BTreeMap<String, String>,
     /// The stand-ins' CA certificate (PEM file).
     pub ca_certificate: PathBuf,
+    /// The Resource Manager stand-in's HTTPS base URL.
+    #[serde(default)]
+    pub arm_endpoint: Option<String>,
 }
 
 impl Endpoints {
@@ -138,6 +147,8 @@ pub fn write_config(
     ids: &Identities,
     token_port: u16,
     vault_ports: (u16, u16),
+    arm_port: u16,
+    agent_binary: &std::path::Path,
 ) -> Result<()> {
     let policy = |who: &Identity, keys: &[&str], secrets: &[&str]| serde_json::json!({"object_id": who.object_id, "keys": keys, "secrets": secrets});
     let all_keys = [
@@ -181,6 +192,16 @@ pub fn write_config(
                 ],
             },
         ],
+        // The bootstrap identity plays the customer's administrator running Terraform.
+        "arm": {
+            "listen": format!("127.0.0.1:{arm_port}"),
+            "owners": [ids.bootstrap.object_id],
+            "subscriptions": [
+                {"id": CUSTOMER_SUBSCRIPTION},
+                {"id": CULVERT_SUBSCRIPTION},
+            ],
+            "agent_binary": agent_binary,
+        },
     });
     std::fs::create_dir_all(files.state_dir())?;
     write_atomic(
@@ -211,6 +232,15 @@ pub fn identity_env(ids: &Identities, ep: &Endpoints, who: &Identity) -> Vec<(St
 }
 
 async fn token(http: &reqwest::Client, ids: &Identities, ep: &Endpoints) -> Result<String> {
+    token_for(http, ids, ep, "https://vault.azure.net").await
+}
+
+async fn token_for(
+    http: &reqwest::Client,
+    ids: &Identities,
+    ep: &Endpoints,
+    resource: &str,
+) -> Result<String> {
     #[derive(Deserialize)]
     struct Token {
         access_token: String,
@@ -219,7 +249,7 @@ async fn token(http: &reqwest::Client, ids: &Identities, ep: &Endpoints) -> Resu
         .get(&ep.identity_endpoint)
         .query(&[
             ("api-version", "2019-08-01"),
-            ("resource", "https://vault.azure.net"),
+            ("resource", resource),
             ("client_id", ids.bootstrap.client_id.as_str()),
         ])
         .header("X-IDENTITY-HEADER", &ids.header)
@@ -291,4 +321,121 @@ pub async fn bootstrap(ids: &Identities, ep: &Endpoints) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Resource id of Culvert's metadata Private Link Service in the local Resource Manager.
+pub fn metadata_service_id() -> String {
+    format!(
+        "/subscriptions/{CULVERT_SUBSCRIPTION}/resourceGroups/{CULVERT_RESOURCE_GROUP}/providers/Microsoft.Network/privateLinkServices/culvert-metadata"
+    )
+}
+
+/// Create Culvert's side in the local Resource Manager: its resource group and the metadata
+/// Private Link Service customers' private endpoints connect to.
+pub async fn culvert_side(ids: &Identities, ep: &Endpoints) -> Result<()> {
+    let Some(arm) = &ep.arm_endpoint else {
+        return Ok(());
+    };
+    let pem = std::fs::read(&ep.ca_certificate)
+        .with_context(|| format!("cannot read {}", ep.ca_certificate.display()))?;
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+        .build()?;
+    let bearer = format!(
+        "Bearer {}",
+        token_for(&http, ids, ep, "https://management.azure.com").await?
+    );
+    let arm = arm.trim_end_matches('/');
+    let rg =
+        format!("/subscriptions/{CULVERT_SUBSCRIPTION}/resourceGroups/{CULVERT_RESOURCE_GROUP}");
+    // The control plane approves endpoint connections on its own service, as its identity's
+    // role in Culvert's resource group allows on Azure.
+    let role = format!(
+        "{rg}/providers/Microsoft.Authorization/roleDefinitions/5e7a0d3c-1b2f-4c6d-8e9f-0a1b2c3d4e5f"
+    );
+    let assignment = format!(
+        "{rg}/providers/Microsoft.Authorization/roleAssignments/6f8b1e4d-2c3a-4d7e-9f0a-1b2c3d4e5f60"
+    );
+    for (path, version, body) in [
+        (
+            rg.clone(),
+            "2021-04-01",
+            serde_json::json!({"location": "eastus2"}),
+        ),
+        (
+            metadata_service_id(),
+            "2024-05-01",
+            serde_json::json!({"location": "eastus2", "properties": {"visibility": {"subscriptions": ["*"]}}}),
+        ),
+        (
+            role.clone(),
+            "2022-04-01",
+            serde_json::json!({"properties": {"roleName": "Culvert metadata service operator", "type": "CustomRole",
+                "permissions": [{"actions": [
+                    "Microsoft.Network/privateLinkServices/read",
+                    "Microsoft.Network/privateLinkServices/privateEndpointConnections/read",
+                    "Microsoft.Network/privateLinkServices/privateEndpointConnections/write"]}],
+                "assignableScopes": [rg]}}),
+        ),
+        (
+            assignment,
+            "2022-04-01",
+            serde_json::json!({"properties": {"roleDefinitionId": role, "principalId": ids.control_plane.object_id,
+                "principalType": "ServicePrincipal"}}),
+        ),
+    ] {
+        let reply = http
+            .put(format!("{arm}{path}?api-version={version}"))
+            .header("Authorization", &bearer)
+            .json(&body)
+            .send()
+            .await
+            .context("the local Resource Manager does not answer")?;
+        if !reply.status().is_success() {
+            bail!(
+                "creating {path} in the local Resource Manager failed: {}",
+                reply.text().await.unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The control plane's settings for Azure environments on the local Resource Manager.
+pub fn byoc_env(
+    ids: &Identities,
+    ep: &Endpoints,
+    agent_binary: &std::path::Path,
+) -> Vec<(String, String)> {
+    let Some(arm) = &ep.arm_endpoint else {
+        return Vec::new();
+    };
+    vec![
+        ("CULVERT_ARM_ENDPOINT".into(), arm.clone()),
+        ("CULVERT_AZURE_TENANT_ID".into(), ids.tenant_id.clone()),
+        (
+            "CULVERT_AZURE_APP_ID".into(),
+            ids.control_plane.client_id.clone(),
+        ),
+        (
+            "CULVERT_AZURE_PRINCIPAL_ID".into(),
+            ids.control_plane.object_id.clone(),
+        ),
+        ("CULVERT_METADATA_SERVICE_ID".into(), metadata_service_id()),
+        (
+            "CULVERT_CONTAINER_REGISTRY_ID".into(),
+            format!(
+                "/subscriptions/{CULVERT_SUBSCRIPTION}/resourceGroups/{CULVERT_RESOURCE_GROUP}/providers/Microsoft.ContainerRegistry/registries/culvertlocal"
+            ),
+        ),
+        (
+            "CULVERT_AGENT_IMAGE".into(),
+            "culvertlocal.azurecr.io/culvert-agent".into(),
+        ),
+        (
+            "CULVERT_AGENT_DOWNLOAD_URL".into(),
+            format!("file://{}", agent_binary.display()),
+        ),
+        ("CULVERT_ARM_POLL_MILLIS".into(), "100".into()),
+    ]
 }

@@ -156,6 +156,9 @@ pub struct Ports {
     /// The environments' Key Vault stand-in.
     #[serde(default)]
     pub vault_env: u16,
+    /// The Azure Resource Manager stand-in.
+    #[serde(default)]
+    pub arm: u16,
 }
 
 /// `stack.json`.

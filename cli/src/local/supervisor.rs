@@ -198,17 +198,21 @@ async fn start(
         process::reuse_or_free(recorded.vault_platform)?,
         process::reuse_or_free(recorded.vault_env)?,
     );
+    let mut arm_port = process::reuse_or_free(recorded.arm)?;
     while vault_ports.0 == vault_ports.1
         || token_port == vault_ports.0
         || token_port == vault_ports.1
+        || [token_port, vault_ports.0, vault_ports.1].contains(&arm_port)
     {
         vault_ports = (process::free_port()?, process::free_port()?);
+        arm_port = process::free_port()?;
     }
-    azure_local::write_config(&files, &ids, token_port, vault_ports)?;
+    azure_local::write_config(&files, &ids, token_port, vault_ports, arm_port, &bins.agent)?;
     stack.update(|s| {
         s.ports.identity = token_port;
         s.ports.vault_platform = vault_ports.0;
         s.ports.vault_env = vault_ports.1;
+        s.ports.arm = arm_port;
     });
     let _ = std::fs::remove_file(files.ready());
     let azure_bin = bins.azure_local.clone();
@@ -242,6 +246,7 @@ async fn start(
     let endpoints =
         azure_local::endpoints(&files).context("the Azure stand-ins' ready file is unreadable")?;
     azure_local::bootstrap(&ids, &endpoints).await?;
+    azure_local::culvert_side(&ids, &endpoints).await?;
     let env_vault = endpoints.vault_https(ENV_VAULT)?;
     let platform_vault = endpoints.vault_https(PLATFORM_VAULT)?;
     tracing::info!(identity = %endpoints.identity_endpoint, %env_vault, %platform_vault, "Azure stand-ins are up");
@@ -338,6 +343,7 @@ async fn start(
         &endpoints,
         &ids.control_plane,
     ));
+    env.extend(azure_local::byoc_env(&ids, &endpoints, &bins.agent));
     let make: MakeCommand = Box::new(move || {
         let mut c = tokio::process::Command::new(&host);
         c.arg("--app-root")

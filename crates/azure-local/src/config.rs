@@ -1,4 +1,5 @@
-//! The JSON config: tenant, identities, the token endpoint and the vaults with their access policies.
+//! The JSON config: tenant, identities, the token endpoint, the vaults with their access
+//! policies, and the optional Azure Resource Manager stand-in.
 
 use crate::vault::policy::{self, AccessPolicies, Grants};
 use serde::Deserialize;
@@ -19,6 +20,50 @@ pub struct Config {
     /// The vaults, each served on its own listener.
     #[serde(default)]
     pub vaults: Vec<VaultConfig>,
+    /// The Azure Resource Manager stand-in; not served when absent.
+    #[serde(default)]
+    pub arm: Option<ArmConfig>,
+}
+
+/// The Azure Resource Manager stand-in (see [`crate::arm`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmConfig {
+    /// Loopback address to bind; port 0 picks a free port. Serves HTTPS (and plain HTTP) like the vaults.
+    pub listen: SocketAddr,
+    /// Object ids that bypass role-based access control (whoever plays the customer's administrator).
+    #[serde(default)]
+    pub owners: Vec<String>,
+    /// The subscriptions that exist; requests naming any other get 404 `SubscriptionNotFound`.
+    pub subscriptions: Vec<SubscriptionConfig>,
+    /// Items per list page before a `nextLink` is given.
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    /// How many status polls a long-running operation answers "InProgress" before it succeeds.
+    #[serde(default = "default_lro_polls")]
+    pub lro_polls: u32,
+    /// The `culvert-agent` binary that scale-set instances and container groups run; none when absent.
+    #[serde(default)]
+    pub agent_binary: Option<PathBuf>,
+}
+
+/// One subscription.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    /// The subscription id (a GUID in Azure; any path-safe text here).
+    pub id: String,
+    /// Its tenant; the config's `tenant_id` when absent.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+}
+
+fn default_page_size() -> usize {
+    100
+}
+
+fn default_lro_polls() -> u32 {
+    2
 }
 
 /// One user-assigned (or, with `system_assigned`, the system-assigned) managed identity.
@@ -206,6 +251,49 @@ impl Config {
                 .policies()
                 .map_err(|e| format!("vault '{}': {e}", vault.name))?;
         }
+        if let Some(arm) = &self.arm {
+            arm.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl ArmConfig {
+    fn validate(&self) -> Result<(), String> {
+        require_loopback("arm.listen", self.listen)?;
+        if self.subscriptions.is_empty() {
+            return Err("arm.subscriptions must name at least one subscription".into());
+        }
+        let mut ids = BTreeSet::new();
+        for (i, sub) in self.subscriptions.iter().enumerate() {
+            let ok = !sub.id.is_empty()
+                && sub
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+            if !ok {
+                return Err(format!(
+                    "arm.subscriptions[{i}].id '{}' must be letters, digits, '-', '_' or '.'",
+                    sub.id
+                ));
+            }
+            if !ids.insert(sub.id.to_ascii_lowercase()) {
+                return Err(format!("arm subscription '{}' appears twice", sub.id));
+            }
+        }
+        if self.page_size == 0 {
+            return Err("arm.page_size must be at least 1".into());
+        }
+        for (i, owner) in self.owners.iter().enumerate() {
+            if owner.trim().is_empty() {
+                return Err(format!("arm.owners[{i}] must not be empty"));
+            }
+        }
+        if let Some(bin) = &self.agent_binary
+            && !bin.is_file()
+        {
+            return Err(format!("arm.agent_binary {} is not a file", bin.display()));
+        }
         Ok(())
     }
 }
@@ -324,6 +412,39 @@ mod tests {
         let text = GOOD.replace("\"c-control\"", "\"c-agent\"");
         let err = Config::parse(&text).unwrap_err().to_string();
         assert!(err.contains("appears twice"), "{err}");
+    }
+
+    #[test]
+    fn arm_section_parses_with_defaults_and_is_validated() {
+        let with_arm = GOOD.replacen(
+            "\"vaults\":",
+            r#""arm": {"listen": "127.0.0.1:0", "owners": ["o-admin"],
+                       "subscriptions": [{"id": "sub-1"}, {"id": "sub-2", "tenant_id": "t2"}]},
+               "vaults":"#,
+            1,
+        );
+        let c = Config::parse(&with_arm).unwrap();
+        let arm = c.arm.unwrap();
+        assert_eq!((arm.page_size, arm.lro_polls), (100, 2));
+        assert_eq!(arm.subscriptions[1].tenant_id.as_deref(), Some("t2"));
+
+        let dup = with_arm.replace("\"sub-2\"", "\"SUB-1\"");
+        assert!(
+            Config::parse(&dup)
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
+        let missing = with_arm.replace(
+            "\"owners\"",
+            "\"agent_binary\": \"/nonexistent/culvert-agent\", \"owners\"",
+        );
+        assert!(
+            Config::parse(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("not a file")
+        );
     }
 
     #[test]

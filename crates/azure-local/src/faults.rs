@@ -1,7 +1,8 @@
 //! Fault injection for retry tests: "answer the next N matching requests with status S".
 //!
-//! Controlled per vault listener through `POST /_local/faults` (add a rule),
-//! `GET /_local/faults` (rules with their remaining counts) and `DELETE /_local/faults` (clear).
+//! Controlled per listener (each vault, and the Resource Manager stand-in) through
+//! `POST /_local/faults` (add a rule), `GET /_local/faults` (rules with their remaining counts)
+//! and `DELETE /_local/faults` (clear).
 
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
@@ -11,7 +12,7 @@ pub const ALLOWED_STATUSES: [u16; 3] = [429, 500, 503];
 // Azure always tells a throttled client how long to back off.
 const DEFAULT_THROTTLE_RETRY_AFTER: u64 = 1;
 
-/// One rule as posted: `{"status":429,"retry_after":1,"count":2,"operations":["decrypt"]}`.
+/// One rule as posted: `{"status":429,"retry_after":1,"count":2,"operations":["decrypt"],"path_contains":"/keys/"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRule {
@@ -25,6 +26,9 @@ pub struct FaultRule {
     /// Operation names this rule applies to; all operations when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operations: Option<Vec<String>>,
+    /// Only requests whose path contains this text (case-insensitive) match; all paths when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_contains: Option<String>,
 }
 
 /// A fault to answer one request with.
@@ -98,13 +102,17 @@ impl Faults {
         self.lock().clone()
     }
 
-    /// If a rule matches `operation`, uses up one of its count and returns the fault to answer.
-    pub fn take(&self, operation: &str) -> Option<Injected> {
+    /// If a rule matches `operation` on `path`, uses up one of its count and returns the fault to answer.
+    pub fn take(&self, operation: &str, path: &str) -> Option<Injected> {
         let mut rules = self.lock();
+        let path = path.to_ascii_lowercase();
         let idx = rules.iter().position(|r| {
             r.operations
                 .as_ref()
                 .is_none_or(|ops| ops.iter().any(|o| o == operation))
+                && r.path_contains
+                    .as_ref()
+                    .is_none_or(|p| path.contains(&p.to_ascii_lowercase()))
         })?;
         let rule = &mut rules[idx];
         let injected = Injected {
@@ -135,6 +143,7 @@ mod tests {
             retry_after: None,
             count,
             operations: ops.map(|o| o.iter().map(|s| s.to_string()).collect()),
+            path_contains: None,
         }
     }
 
@@ -142,16 +151,16 @@ mod tests {
     fn rule_fires_count_times_for_matching_operations_only() {
         let f = Faults::default();
         f.add(rule(503, 2, Some(&["decrypt"])), OPS).unwrap();
-        assert_eq!(f.take("encrypt"), None);
+        assert_eq!(f.take("encrypt", "/keys/k/encrypt"), None);
         assert_eq!(
-            f.take("decrypt"),
+            f.take("decrypt", "/keys/k/decrypt"),
             Some(Injected {
                 status: 503,
                 retry_after: None
             })
         );
-        assert!(f.take("decrypt").is_some());
-        assert_eq!(f.take("decrypt"), None);
+        assert!(f.take("decrypt", "/keys/k/decrypt").is_some());
+        assert_eq!(f.take("decrypt", "/keys/k/decrypt"), None);
         assert!(f.snapshot().is_empty());
     }
 
@@ -160,7 +169,7 @@ mod tests {
         let f = Faults::default();
         f.add(rule(429, 1, None), OPS).unwrap();
         assert_eq!(
-            f.take("get_key"),
+            f.take("get_key", "/keys/k"),
             Some(Injected {
                 status: 429,
                 retry_after: Some(1)
@@ -180,10 +189,26 @@ mod tests {
     }
 
     #[test]
+    fn path_filter_is_case_insensitive() {
+        let f = Faults::default();
+        let mut r = rule(503, 1, None);
+        r.path_contains = Some("virtualMachineScaleSets".into());
+        f.add(r, OPS).unwrap();
+        assert_eq!(f.take("get_key", "/providers/microsoft.network/x"), None);
+        assert!(
+            f.take(
+                "get_key",
+                "/providers/Microsoft.Compute/VIRTUALMACHINESCALESETS/s"
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
     fn clear_removes_everything() {
         let f = Faults::default();
         f.add(rule(500, 5, None), OPS).unwrap();
         f.clear();
-        assert_eq!(f.take("decrypt"), None);
+        assert_eq!(f.take("decrypt", "/keys/k/decrypt"), None);
     }
 }

@@ -1,9 +1,12 @@
-//! Atomic file replacement, so readers (and a restart after a crash) never see a half-written file.
+//! Atomic file replacement, so readers (and a restart after a crash) never see a half-written file,
+//! and loading of the versioned JSON state files.
 
+use crate::state::StateError;
+use serde::de::DeserializeOwned;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Replaces `path` with `contents`: write a sibling temp file, fsync it, rename it over, fsync the directory.
 ///
@@ -38,6 +41,39 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Creates `dir` and reads the JSON state file `file` in it: `None` when the file does not exist
+/// yet, an error when it cannot be read, is not valid JSON for `T`, or its `format_version` (as
+/// `version_of` reports it) is not `version`. Also returns the file's path.
+pub fn load_versioned<T: DeserializeOwned>(
+    dir: &Path,
+    file: &str,
+    version: u32,
+    version_of: impl FnOnce(&T) -> u32,
+) -> Result<(PathBuf, Option<T>), StateError> {
+    fs::create_dir_all(dir).map_err(|source| StateError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let path = dir.join(file);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((path, None)),
+        Err(source) => return Err(StateError::Io { path, source }),
+    };
+    let data: T = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let found = version_of(&data);
+    if found != version {
+        return Err(StateError::Corrupt {
+            path,
+            message: format!("format_version {found} is not {version}"),
+        });
+    }
+    Ok((path, Some(data)))
 }
 
 #[cfg(test)]

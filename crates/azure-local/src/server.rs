@@ -1,6 +1,7 @@
-//! Binds every listener (token endpoint and one per vault), serves them, and reports the
-//! actual addresses for the ready file.
+//! Binds every listener (token endpoint, one per vault, and the Resource Manager stand-in when
+//! configured), serves them, and reports the actual addresses for the ready file.
 
+use crate::arm::{ArmService, ProcessEnv, Settings};
 use crate::config::Config;
 use crate::fsutil;
 use crate::identity::{IdentityService, TOKEN_PATH};
@@ -33,6 +34,9 @@ pub struct Endpoints {
     pub vaults_https: BTreeMap<String, String>,
     /// Path of the CA certificate (PEM) that HTTPS clients must trust.
     pub ca_certificate: String,
+    /// The Resource Manager base URL (HTTPS; the same port also answers plain HTTP), when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm_endpoint: Option<String>,
 }
 
 /// Why the services could not start or stopped unexpectedly.
@@ -77,6 +81,7 @@ pub struct Server {
     endpoints: Endpoints,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<(String, std::io::Result<()>)>,
+    arm: Option<Arc<ArmService>>,
 }
 
 /// Opens the state under `state_dir`, binds every listener and starts serving.
@@ -136,19 +141,55 @@ pub async fn start(config: &Config, state_dir: &Path) -> Result<Server, ServerEr
         vaults_https.insert(vc.name.clone(), https_url);
     }
 
+    // Absolute, so clients started from another working directory can open it.
+    let ca_certificate =
+        std::path::absolute(&tls.ca_cert_path).unwrap_or_else(|_| tls.ca_cert_path.clone());
+
+    let mut arm = None;
+    let mut arm_endpoint = None;
+    if let Some(ac) = &config.arm {
+        let (listener, addr) = bind("resource manager", ac.listen).await?;
+        let https_url = format!("https://{addr}");
+        let svc = ArmService::start(
+            Settings {
+                tenant_id: config.tenant_id.clone(),
+                identities: config.identities.clone(),
+                arm: ac.clone(),
+            },
+            state_dir,
+            issuer.clone(),
+            ProcessEnv {
+                identity_endpoint: identity_endpoint.clone(),
+                identity_header: config.token_endpoint.header.clone(),
+                ca_file: ca_certificate.clone(),
+            },
+            format!("http://{addr}"),
+            https_url.clone(),
+        )?;
+        tracing::info!(url = %https_url, "resource manager listening");
+        spawn_serve(
+            &mut tasks,
+            &shutdown,
+            "resource manager".into(),
+            listener,
+            svc.clone().router(),
+            Some(tls.acceptor.clone()),
+        );
+        arm = Some(svc);
+        arm_endpoint = Some(https_url);
+    }
+
     Ok(Server {
         endpoints: Endpoints {
             identity_endpoint,
             vaults,
             vaults_https,
-            // Absolute, so clients started from another working directory can open it.
-            ca_certificate: std::path::absolute(&tls.ca_cert_path)
-                .unwrap_or_else(|_| tls.ca_cert_path.clone())
-                .display()
-                .to_string(),
+            ca_certificate: ca_certificate.display().to_string(),
+            arm_endpoint,
         },
         shutdown,
         tasks,
+        arm,
     })
 }
 
@@ -186,9 +227,13 @@ impl Server {
         Ok(())
     }
 
-    /// Stops accepting, lets in-flight requests finish (bounded), and waits for the listeners.
+    /// Stops accepting, lets in-flight requests finish (bounded), waits for the listeners, and
+    /// stops the Resource Manager stand-in's child processes.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
+        if let Some(arm) = &self.arm {
+            arm.shutdown().await;
+        }
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while self.tasks.join_next().await.is_some() {}
         })

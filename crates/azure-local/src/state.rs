@@ -194,27 +194,12 @@ pub struct Store {
 impl Store {
     /// Opens (or initializes, with a fresh signing key) the state under `dir`.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
-        let path = dir.join(STATE_FILE);
-        let data = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let data: StateData =
-                    serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
-                if data.format_version != FORMAT_VERSION {
-                    return Err(StateError::Corrupt {
-                        path,
-                        message: format!(
-                            "format_version {} is not {FORMAT_VERSION}",
-                            data.format_version
-                        ),
-                    });
-                }
+        let (path, data) =
+            fsutil::load_versioned(dir, STATE_FILE, FORMAT_VERSION, |d: &StateData| {
+                d.format_version
+            })?;
+        let data = match data {
+            Some(data) => {
                 if STANDARD
                     .decode(&data.signing_key)
                     .map(|k| k.len())
@@ -228,7 +213,7 @@ impl Store {
                 }
                 data
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            None => {
                 let mut key = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut key);
                 let data = StateData {
@@ -240,7 +225,6 @@ impl Store {
                 persist(&path, &data)?;
                 data
             }
-            Err(source) => return Err(StateError::Io { path, source }),
         };
         Ok(Self {
             path,

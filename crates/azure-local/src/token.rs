@@ -5,6 +5,7 @@
 //! a random 32-byte HMAC secret kept in the state file so tokens stay valid across a restart.
 
 use crate::config::IdentityConfig;
+use axum::http::{HeaderMap, header};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -15,6 +16,18 @@ pub const TOKEN_LIFETIME_SECS: i64 = 3600;
 pub const VAULT_RESOURCE: &str = "https://vault.azure.net";
 // Entra accepts some clock skew between issuer and resource; Key Vault allows five minutes.
 const CLOCK_SKEW_SECS: i64 = 300;
+
+/// The token in an `Authorization: Bearer <token>` header (scheme case-insensitive), if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .filter(|t| !t.is_empty())
+}
 
 /// The claims of an issued token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

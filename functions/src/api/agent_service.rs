@@ -306,3 +306,41 @@ pub async fn report(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
     )
     .into())
 }
+
+/// `agent-validation`: a validation container fetches its one validation (GET) and
+/// reports its checks (POST), with the validation's one-time token.
+pub async fn validation(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
+    let id = crate::extract::parse_id("validation", req.param("id").unwrap_or_default())?;
+    let store = app.store().await?;
+    auth::validation_token(store, &req.headers, id).await?;
+    let conn = store.conn().await?;
+    match req.method {
+        axum::http::Method::GET => {
+            let row = conn
+                .q_one(
+                    "update validations set state = 'running', started_at = coalesce(started_at, now())
+                     where id = $1 returning connector_id",
+                    &[&id],
+                )
+                .await?;
+            let task = ValidationTask {
+                validation_id: id,
+                connector: connector_definition(&conn, &app.master_keys, row.get(0)).await?,
+            };
+            Ok(reply(StatusCode::OK, &task, None).into())
+        }
+        axum::http::Method::POST => {
+            let body: culvert_control_api::agents::ValidationReport =
+                json_body(&req.headers, &req.body)?;
+            if body.validation_id != id {
+                return Err(ApiError::field(
+                    "/validation_id",
+                    "must be the validation of the URL",
+                ));
+            }
+            connectors::finish_validation(&conn, id, &body.checks).await?;
+            Ok(reply(StatusCode::OK, &serde_json::json!({"accepted": 1}), None).into())
+        }
+        _ => Err(super::method_not_allowed(&req)),
+    }
+}

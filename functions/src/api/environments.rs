@@ -324,10 +324,14 @@ async fn update(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     .await?;
     let env = load(&tx, &app.master_keys, id).await?;
     tx.commit().await?;
-    let messages = if env.provider == Provider::Local {
-        vec![("provision", provision_message(id))]
-    } else {
-        Vec::new()
+    // Azure environments: the scale set follows the agent count once it exists (the job
+    // waits for one being created and then scales it).
+    let messages = match env.provider {
+        Provider::Local => vec![("provision", provision_message(id))],
+        Provider::Azure => vec![(
+            "provision",
+            json!({"environment_id": id, "action": "scale"}),
+        )],
     };
     Ok(Outcome {
         response: reply(StatusCode::OK, &env, Some(env.version)),
@@ -358,13 +362,17 @@ async fn delete(app: Arc<App>, req: Req, id: Uuid) -> ApiResult<Outcome> {
     tx.exec("delete from environments where id = $1", &[&id])
         .await?;
     tx.commit().await?;
-    let messages = if env.provider == Provider::Local {
-        vec![(
+    let messages = match env.provider {
+        Provider::Local => vec![(
             "provision",
             json!({"environment_id": id, "action": "remove"}),
-        )]
-    } else {
-        Vec::new()
+        )],
+        // The row is gone when the job runs: the message carries the scale set's id.
+        Provider::Azure => vec![(
+            "provision",
+            json!({"environment_id": id, "action": "remove",
+                   "scale_set_id": crate::byoc::compute::scale_set_id(&env)?}),
+        )],
     };
     Ok(Outcome {
         response: no_content(),

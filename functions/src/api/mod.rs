@@ -2,6 +2,7 @@
 
 pub mod agent_service;
 pub mod agents;
+pub mod byoc;
 pub mod components;
 pub mod connector_types;
 pub mod connectors;
@@ -101,6 +102,12 @@ pub fn handler(function: &str) -> Option<Handler> {
         "connector-type-version" => handler!(registry::version),
         "signing-keys" => handler!(registry::signing_keys),
         "signing-key" => handler!(registry::signing_key),
+        "agent-validation" => handler!(agent_service::validation),
+        "environment-bootstrap" => handler!(byoc::bootstrap),
+        "environment-databases" => handler!(byoc::databases),
+        "environment-compute" => handler!(byoc::compute),
+        "connector-network" => handler!(byoc::connector_network),
+        "network-connections" | "network-connection" => handler!(byoc::network_connections),
         _ => return None,
     })
 }

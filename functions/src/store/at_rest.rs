@@ -48,6 +48,12 @@ pub const ENVIRONMENT_AZURE: Field = Field {
     table: "environments",
     column: "azure",
 };
+/// `environments.agent_token_sealed`: the registration token an Azure environment's scale
+/// set carries, kept so every model update carries the same one.
+pub const ENVIRONMENT_AGENT_TOKEN: Field = Field {
+    table: "environments",
+    column: "agent_token",
+};
 /// `idempotency_keys.body`: the first reply of a create, replayed on a retry.
 pub const IDEMPOTENCY_BODY: Field = Field {
     table: "idempotency_keys",
@@ -326,7 +332,7 @@ impl Target {
     }
 }
 
-const TARGETS: [Target; 3] = [
+const TARGETS: [Target; 4] = [
     Target {
         field: CONNECTOR_CONFIG,
         select: "select id::text, config_sealed from connectors
@@ -345,6 +351,17 @@ const TARGETS: [Target; 3] = [
         pair: false,
         seal_select: "select id::text, azure from environments where azure is not null limit $1",
         seal_update: "update environments set azure_sealed = $2, azure = null where id = $1::text::uuid",
+    },
+    Target {
+        field: ENVIRONMENT_AGENT_TOKEN,
+        select: "select id::text, agent_token_sealed from environments
+                 where agent_token_sealed is not null and split_part(agent_token_sealed, ':', 2) <> $1
+                 order by id limit $2 for update",
+        update: "update environments set agent_token_sealed = $2 where id = $1::text::uuid and agent_token_sealed = $3",
+        pair: false,
+        // Never stored in plaintext.
+        seal_select: "select id::text, null::text from environments where false limit $1",
+        seal_update: "update environments set agent_token_sealed = $2 where id = $1::text::uuid and false",
     },
     Target {
         field: IDEMPOTENCY_BODY,

@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0003_connector_registry.sql",
         include_str!("../../migrations/0003_connector_registry.sql"),
     ),
+    (
+        4,
+        "0004_byoc.sql",
+        include_str!("../../migrations/0004_byoc.sql"),
+    ),
 ];
 
 /// Serializes concurrent starts: every instance takes this advisory lock while migrating.

@@ -5,8 +5,8 @@
 
 use super::error::VaultError;
 use super::policy::{AccessPolicies, Permission};
-use crate::token::{TokenError, TokenIssuer, VAULT_RESOURCE};
-use axum::http::{HeaderMap, header};
+use crate::token::{TokenError, TokenIssuer, VAULT_RESOURCE, bearer};
+use axum::http::HeaderMap;
 
 // Key Vault accepts its resource URI with or without the trailing slash, and its app id.
 const AUDIENCES: &[&str] = &[
@@ -36,17 +36,9 @@ pub fn authenticate(
         message,
         tenant: issuer.tenant_id().to_owned(),
     };
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        })
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            unauthorized("AKV10000: Request is missing a Bearer or PoP token.".into())
-        })?;
+    let token = bearer(headers).ok_or_else(|| {
+        unauthorized("AKV10000: Request is missing a Bearer or PoP token.".into())
+    })?;
     let claims = issuer.validate(token, AUDIENCES, now).map_err(|e| {
         tracing::warn!(reason = %e, "vault request refused: bad token");
         unauthorized(match e {
@@ -106,7 +98,7 @@ mod tests {
     use super::*;
     use crate::config::IdentityConfig;
     use crate::vault::policy::{Grants, KeyPermission};
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderValue, header};
 
     fn issuer() -> TokenIssuer {
         TokenIssuer::new("tenant-1", &[3; 32])

@@ -157,7 +157,7 @@ async fn dispatch(State(svc): State<Arc<VaultService>>, req: Request) -> Respons
             RouteError::MethodNotAllowed => VaultError::MethodNotAllowed,
         })?;
         op_name = op.name();
-        if let Some(injected) = svc.faults.take(op.name()) {
+        if let Some(injected) = svc.faults.take(op.name(), &path) {
             return Err(VaultError::Injected(injected));
         }
         auth::authorize(&caller, &svc.policies, op.permission(), &svc.name)?;
