@@ -31,7 +31,7 @@ npm_quiet=(--no-audit --no-fund --no-package-lock --loglevel=error)
 (cd sdk/js && npm install "${npm_quiet[@]}" && node --test test/) 2>&1 | tee -a "$log" || status=1
 (cd examples/connectors/blob-ndjson-destination && npm install --omit=dev "${npm_quiet[@]}" && npm test) 2>&1 | tee -a "$log" || status=1
 phase "Python and JavaScript SDK tests"
-cargo test --release --workspace -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee -a "$log" || status=1
+cargo test --release --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee -a "$log" || status=1
 phase "workspace tests"
 # Slowest test binaries, from cargo's "finished in" lines.
 while read -r secs bin; do

@@ -442,9 +442,10 @@ async fn reencrypt_locked(
             done += rows.len() as u64;
         }
         match t.field.table {
-            "connectors" => counts.connectors = done,
-            "environments" => counts.environments = done,
-            _ => counts.idempotency_keys = done,
+            // Two sealed columns live in environments: their rows add up.
+            "connectors" => counts.connectors += done,
+            "environments" => counts.environments += done,
+            _ => counts.idempotency_keys += done,
         }
     }
     Ok(counts)
