@@ -216,13 +216,7 @@ fn connection_json(
     agent_tenant: Option<&str>,
     byoc: &Byoc,
 ) -> Value {
-    let peer = Peer {
-        subscription_id: r.get(2),
-        tenant_id: r.get(3),
-        resource_group: r.get(4),
-        vnet: r.get(5),
-        app_id: r.get(6),
-    };
+    let peer = Peer::from_row(r);
     let name: String = r.get(1);
     let steps =
         culvert_byoc::peering_steps::render(&culvert_byoc::peering_steps::PeeringStepInputs {

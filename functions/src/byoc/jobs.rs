@@ -90,13 +90,7 @@ pub async fn poll(app: &Arc<App>, byoc: &Byoc) -> Result<String, JobError> {
         let Some(a) = env.azure.as_ref() else {
             continue;
         };
-        let peer = Peer {
-            subscription_id: r.get(2),
-            tenant_id: r.get(3),
-            resource_group: r.get(4),
-            vnet: r.get(5),
-            app_id: r.get(6),
-        };
+        let peer = Peer::from_row(&r);
         let name: String = r.get(1);
         let state: String = r.get(7);
         match peering::poll(byoc, &a.vnet_id, &name, &peer, &state).await {

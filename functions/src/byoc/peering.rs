@@ -39,6 +39,18 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// The peer of a `network_connections` row selected as `id, name, peer_subscription_id,
+    /// peer_tenant_id, peer_resource_group, peer_vnet, peer_app_id, …`.
+    pub fn from_row(r: &tokio_postgres::Row) -> Peer {
+        Peer {
+            subscription_id: r.get(2),
+            tenant_id: r.get(3),
+            resource_group: r.get(4),
+            vnet: r.get(5),
+            app_id: r.get(6),
+        }
+    }
+
     /// Resource id of the peer VNet.
     pub fn vnet_id(&self) -> String {
         format!(
