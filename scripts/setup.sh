@@ -61,7 +61,7 @@ command -v npm >/dev/null || { log "installing Node.js and npm"; apt_install nod
 command -v wrk >/dev/null || { log "installing wrk"; apt_install wrk; }
 command -v wrk >/dev/null || { log "wrk is still missing"; exit 1; }
 
-# schemathesis checks the served OpenAPI document (tests/tests/api_schema.rs).
+# schemathesis checks the served OpenAPI document (tests/tests/e2e/api_schema.rs).
 venv="$HOME/.cache/culvert/venv"
 if [ ! -x "$venv/bin/schemathesis" ]; then
     python3 -c 'import venv, ensurepip' 2>/dev/null || { log "installing python3-venv"; apt_install python3-venv; }

@@ -13,14 +13,15 @@ phase "build (workspace and first-party components)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-# Connector unit tests run natively; the components themselves are exercised by the end-to-end tests.
-(cd connectors-wasm && cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')") 2>&1 | tee -a "$log" || status=1
-phase "connectors-wasm unit tests"
-# The Rust connector SDK and the Rust example, natively (one target directory for both).
-for crate in sdk/rust examples/connectors/datagen-source; do
-    (cd "$crate" && CARGO_TARGET_DIR="$OLDPWD/target/connector-projects" cargo test --release) 2>&1 | tee -a "$log" || status=1
+# Connector, SDK and example unit tests run natively, unoptimized (a handful of tests: the
+# compile is the cost) and in one target directory, so their shared dependencies build once.
+# The components themselves are exercised by the end-to-end tests.
+host_triple="$(rustc -vV | sed -n 's/^host: //p')"
+for crate in connectors-wasm sdk/rust examples/connectors/datagen-source; do
+    (cd "$crate" && CARGO_TARGET_DIR="$OLDPWD/target/connector-projects" CARGO_PROFILE_DEV_DEBUG=line-tables-only \
+        cargo test --target "$host_triple") 2>&1 | tee -a "$log" || status=1
 done
-phase "Rust SDK and datagen unit tests"
+phase "connector, Rust SDK and datagen unit tests"
 # The connector SDKs and examples in Python and JavaScript, natively.
 py="$HOME/.cache/culvert/venv/bin/python"
 for suite in "sdk/python/tests test_*.py" "examples/connectors/http-json-source test_app.py"; do
@@ -54,5 +55,11 @@ failed=$(
     } | awk '{s += $1} END {print s + 0}'
 )
 printf '%s\n' "time per phase:" "${timings[@]}"
+# Disk is budgeted like time: what the build and the tests leave behind.
+echo "disk used by build output:"
+du -sh target connectors-wasm/target 2>/dev/null | sed 's/^/    /' || true
+df -h . | sed 's/^/    /'
+leftover=$(find "${TMPDIR:-/tmp}" -maxdepth 1 \( -name 'culvert-e2e-*' -o -name 'culvert-pg-*' \) 2>/dev/null | wc -l)
+echo "scratch directories left in ${TMPDIR:-/tmp} (kept by failed tests): $leftover"
 echo "tests: $passed passed, $failed failed"
 exit "$status"

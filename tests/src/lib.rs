@@ -24,14 +24,48 @@ pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out after {secs} s waiting for {what}");
 }
 
-/// A fresh scratch directory for one test.
-pub fn workdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("culvert-e2e-{name}-{}", std::process::id()));
+/// A fresh scratch directory for one test, removed when dropped unless the test failed
+/// (then it stays, with the logs in it, and its path is printed).
+pub struct Workdir(std::path::PathBuf);
+
+impl std::ops::Deref for Workdir {
+    type Target = std::path::PathBuf;
+    fn deref(&self) -> &std::path::PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Workdir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "kept the work directory of the failed test: {}",
+                self.0.display()
+            );
+        } else {
+            // Clusters and stacks in it hold gigabytes over a whole run; CI disks are finite.
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A fresh scratch directory for one test (unique within the run, as every end-to-end
+/// test shares one process).
+pub fn workdir(name: &str) -> Workdir {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("culvert-e2e-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     // The server runs as `postgres` when the tests run as root and must read files here.
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    dir
+    Workdir(dir)
 }
 
 /// Start the agent replicating `tables` from database `app` on `src` into `replica` on
@@ -41,7 +75,7 @@ pub fn replicate(
     src: &Cluster,
     dst: &Cluster,
     tables: &[&str],
-) -> (std::path::PathBuf, String, Agent) {
+) -> (Workdir, String, Agent) {
     let (work, pipeline) = pipeline_in_workdir(name, src, dst, tables, "");
     let agent = Agent::run(&work, &pipeline, &[]);
     (work, pipeline, agent)
@@ -55,7 +89,7 @@ pub fn pipeline_in_workdir(
     dst: &Cluster,
     tables: &[&str],
     source_settings: &str,
-) -> (std::path::PathBuf, String) {
+) -> (Workdir, String) {
     let work = workdir(name);
     let pipeline = agent::pipeline_toml(
         name,
