@@ -8,7 +8,9 @@ phase_started=$SECONDS
 phase() { timings+=("$(printf '%5ds  %s' $((SECONDS - phase_started)) "$1")"); phase_started=$SECONDS; }
 ./scripts/setup.sh
 phase "setup"
-cargo build --release --workspace
+# Tests included: a build without them resolves dependency features differently, and the
+# test build would then compile wasmtime, cranelift and the Azure SDK a second time.
+cargo build --release --workspace --all-targets
 phase "build (workspace and first-party components)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
