@@ -8,13 +8,25 @@ phase_started=$SECONDS
 phase() { timings+=("$(printf '%5ds  %s' $((SECONDS - phase_started)) "$1")"); phase_started=$SECONDS; }
 ./scripts/setup.sh
 phase "setup"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+# The connector SDKs and examples in Python and JavaScript, natively. They run before the
+# build: `npm install` writes sdk/js/node_modules, and the CLI's build script watches sdk/
+# (it embeds the SDKs), so installing after the build would make cargo test rebuild the CLI.
+py="$HOME/.cache/culvert/venv/bin/python"
+for suite in "sdk/python/tests test_*.py" "examples/connectors/http-json-source test_app.py"; do
+    set -- $suite
+    PYTHONDONTWRITEBYTECODE=1 "$py" -m unittest discover -s "$1" -p "$2" 2>&1 | tee -a "$log" || status=1
+done
+npm_quiet=(--no-audit --no-fund --no-package-lock --loglevel=error)
+(cd sdk/js && npm install "${npm_quiet[@]}" && node --test test/) 2>&1 | tee -a "$log" || status=1
+(cd examples/connectors/blob-ndjson-destination && npm install --omit=dev "${npm_quiet[@]}" && npm test) 2>&1 | tee -a "$log" || status=1
+phase "Python and JavaScript SDK tests"
 # Tests included: a build without them resolves dependency features differently, and the
 # test build would then compile wasmtime, cranelift and the Azure SDK a second time.
 cargo build --release --workspace --all-targets
 phase "build (workspace and first-party components)"
-log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
-status=0
 # Connector, SDK and example unit tests run natively, unoptimized (a handful of tests: the
 # compile is the cost) and in one target directory, so their shared dependencies build once.
 # The components themselves are exercised by the end-to-end tests.
@@ -24,16 +36,6 @@ for crate in connectors-wasm sdk/rust examples/connectors/datagen-source; do
         cargo test --target "$host_triple") 2>&1 | tee -a "$log" || status=1
 done
 phase "connector, Rust SDK and datagen unit tests"
-# The connector SDKs and examples in Python and JavaScript, natively.
-py="$HOME/.cache/culvert/venv/bin/python"
-for suite in "sdk/python/tests test_*.py" "examples/connectors/http-json-source test_app.py"; do
-    set -- $suite
-    "$py" -m unittest discover -s "$1" -p "$2" 2>&1 | tee -a "$log" || status=1
-done
-npm_quiet=(--no-audit --no-fund --no-package-lock --loglevel=error)
-(cd sdk/js && npm install "${npm_quiet[@]}" && node --test test/) 2>&1 | tee -a "$log" || status=1
-(cd examples/connectors/blob-ndjson-destination && npm install --omit=dev "${npm_quiet[@]}" && npm test) 2>&1 | tee -a "$log" || status=1
-phase "Python and JavaScript SDK tests"
 cargo test --release --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee -a "$log" || status=1
 phase "workspace tests"
 # Slowest test binaries, from cargo's "finished in" lines.
