@@ -61,7 +61,7 @@ failed=$(
 printf '%s\n' "time per phase:" "${timings[@]}"
 # Disk is budgeted like time: what the build and the tests leave behind.
 echo "disk used by build output:"
-du -sh target connectors-wasm/target 2>/dev/null | sed 's/^/    /' || true
+du -sh target 2>/dev/null | sed 's/^/    /' || true
 df -h . | sed 's/^/    /'
 leftover=$(find "${TMPDIR:-/tmp}" -maxdepth 1 \( -name 'culvert-e2e-*' -o -name 'culvert-pg-*' \) 2>/dev/null | wc -l)
 echo "scratch directories left in ${TMPDIR:-/tmp} (kept by failed tests): $leftover"
