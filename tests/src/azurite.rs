@@ -32,9 +32,12 @@ fn azurite_bin() -> PathBuf {
 
 /// An Azurite process on free loopback ports; killed on drop.
 pub struct Azurite {
-    child: Child,
+    child: Option<Child>,
+    location: PathBuf,
     /// Blob service port.
     pub blob_port: u16,
+    queue_port: u16,
+    table_port: u16,
     sas: String,
     http: reqwest::blocking::Client,
 }
@@ -42,21 +45,43 @@ pub struct Azurite {
 impl Azurite {
     /// Start Azurite keeping its data under `location`.
     pub fn start(location: &Path) -> Azurite {
-        let (blob, queue, table) = (free_port(), free_port(), free_port());
+        let sas = culvert_azure::sas::AccountSas::for_blobs(
+            chrono::Utc::now() + chrono::Duration::days(2),
+        )
+        .to_query(ACCOUNT, &culvert_azure::sas::devstore_key());
+        let mut azurite = Azurite {
+            child: None,
+            location: location.to_path_buf(),
+            blob_port: free_port(),
+            queue_port: free_port(),
+            table_port: free_port(),
+            sas,
+            http: reqwest::blocking::Client::new(),
+        };
+        azurite.restart();
+        azurite
+    }
+
+    /// Start (again, after [`Azurite::kill`]) on the same ports and data location.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "azurite is already running");
+        let blob = self.blob_port;
         let child = Command::new(azurite_bin())
             .args(["--silent", "--location"])
-            .arg(location)
+            .arg(&self.location)
             .args(["--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1"])
             .args(["--tableHost", "127.0.0.1"])
             .args(["--blobPort", &blob.to_string()])
-            .args(["--queuePort", &queue.to_string()])
-            .args(["--tablePort", &table.to_string()])
+            .args(["--queuePort", &self.queue_port.to_string()])
+            .args(["--tablePort", &self.table_port.to_string()])
+            // Tests run offline; telemetry would only print failed uploads.
             .args(["--skipApiVersionCheck", "--loose", "--disableTelemetry"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting azurite");
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", blob)).is_err() {
             assert!(
@@ -65,15 +90,13 @@ impl Azurite {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let sas = culvert_azure::sas::AccountSas::for_blobs(
-            chrono::Utc::now() + chrono::Duration::days(2),
-        )
-        .to_query(ACCOUNT, &culvert_azure::sas::devstore_key());
-        Azurite {
-            child,
-            blob_port: blob,
-            sas,
-            http: reqwest::blocking::Client::new(),
+    }
+
+    /// Kill the process outright, as a crash or an outage would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -163,7 +186,6 @@ fn between_all(text: &str, open: &str, close: &str) -> Vec<String> {
 
 impl Drop for Azurite {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

@@ -1,11 +1,10 @@
 //! The buffer on Blob Storage, against a real Azurite started by each test.
 //!
-//! Azurite is found like the CLI finds it (AZURITE_BIN, PATH, the copy scripts/setup.sh
-//! installs); without it these tests fail and say how to install it.
+//! Azurite is the end-to-end harness's (`culvert_tests::azurite`): found like the CLI finds
+//! it (AZURITE_BIN, PATH, the copy scripts/setup.sh installs); without it these tests fail
+//! and say how to install it.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,105 +12,11 @@ use culvert_agent_host::batch::{Batch, Kind, TableRows};
 use culvert_agent_host::buffer::{BlobStore, Buffer, SegmentCipher, SegmentStore, segment_kid};
 use culvert_agent_host::metrics::BufferMetrics;
 use culvert_sealing::Keyring;
+use culvert_tests::azurite::Azurite;
 
-fn azurite_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("AZURITE_BIN") {
-        return PathBuf::from(p);
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join("azurite");
-            if p.is_file() {
-                return p;
-            }
-        }
-    }
-    let home = std::env::var_os("HOME").expect("HOME");
-    let p = PathBuf::from(home).join(".cache/culvert/npm/node_modules/.bin/azurite");
-    assert!(
-        p.is_file(),
-        "Azurite was not found (AZURITE_BIN, PATH, ~/.cache/culvert/npm/node_modules/.bin/azurite); install it with scripts/setup.sh"
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// An Azurite process; stopped (killed) on drop.
-struct Azurite {
-    child: Option<Child>,
-    location: PathBuf,
-    ports: [u16; 3],
-}
-
-impl Azurite {
-    fn start(location: &Path) -> Azurite {
-        let mut a = Azurite {
-            child: None,
-            location: location.to_path_buf(),
-            ports: [free_port(), free_port(), free_port()],
-        };
-        a.restart();
-        a
-    }
-
-    /// Start (again) on the same ports and data location.
-    fn restart(&mut self) {
-        assert!(self.child.is_none());
-        let [blob, queue, table] = self.ports;
-        let child = Command::new(azurite_bin())
-            .args(["--silent", "--location"])
-            .arg(&self.location)
-            .args(["--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1"])
-            .args(["--tableHost", "127.0.0.1"])
-            .args(["--blobPort", &blob.to_string()])
-            .args(["--queuePort", &queue.to_string()])
-            .args(["--tablePort", &table.to_string()])
-            .args(["--skipApiVersionCheck", "--loose"])
-            // Tests run offline; telemetry would only print failed uploads.
-            .arg("--disableTelemetry")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting azurite");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", blob)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "azurite did not listen on {blob}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Kill the process outright, as a crash or an outage would.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self, container: &str, prefix: &str) -> String {
-        format!(
-            "http://127.0.0.1:{}/devstoreaccount1/{container}/{prefix}",
-            self.ports[0]
-        )
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The blob URL of `prefix` in `container`, as a pipeline's buffer setting names it.
+fn url(azurite: &Azurite, container: &str, prefix: &str) -> String {
+    format!("{}/{prefix}", azurite.container_url(container))
 }
 
 /// Azurite keeps blob metadata in memory and saves it every 5 s; data it acknowledged is
@@ -153,7 +58,7 @@ fn blob_buffer(url: &str, ring: &Path) -> Arc<Buffer> {
 async fn blob_store_put_get_list_delete() {
     let dir = tempfile::tempdir().unwrap();
     let azurite = Azurite::start(dir.path());
-    let store = BlobStore::open(&azurite.url("segments", "pipe/a")).unwrap();
+    let store = BlobStore::open(&url(&azurite, "segments", "pipe/a")).unwrap();
     store.prepare().await.unwrap();
     store.prepare().await.unwrap(); // an existing container is fine
     assert_eq!(store.list().await.unwrap(), Vec::<u64>::new());
@@ -164,9 +69,9 @@ async fn blob_store_put_get_list_delete() {
     store.put(3, b"three").await.unwrap();
     store.put(3, b"three again").await.unwrap(); // overwrite
     // Blobs outside the prefix are not segments of this buffer.
-    let other = BlobStore::open(&azurite.url("segments", "pipe/a/b")).unwrap();
+    let other = BlobStore::open(&url(&azurite, "segments", "pipe/a/b")).unwrap();
     other.put(9, b"deeper").await.unwrap();
-    let sibling = BlobStore::open(&azurite.url("segments", "pipe/ab")).unwrap();
+    let sibling = BlobStore::open(&url(&azurite, "segments", "pipe/ab")).unwrap();
     sibling.put(8, b"sibling").await.unwrap();
 
     let mut seqs = store.list().await.unwrap();
@@ -185,7 +90,7 @@ async fn blob_store_put_get_list_delete() {
     assert!(e.contains("pipe/a/00000000000000000002.seg"), "{e}");
 
     // Listing follows continuation markers across pages.
-    let paged = BlobStore::open(&azurite.url("segments", "paged"))
+    let paged = BlobStore::open(&url(&azurite, "segments", "paged"))
         .unwrap()
         .with_list_page_size(2);
     for seq in 1..=7 {
@@ -200,7 +105,7 @@ async fn blob_store_put_get_list_delete() {
 async fn buffer_on_blob_survives_a_restart_and_a_key_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let azurite = Azurite::start(&dir.path().join("azurite"));
-    let url = azurite.url("buffer", "orders");
+    let url = url(&azurite, "buffer", "orders");
     let ring = dir.path().join("ring.json");
 
     let first = blob_buffer(&url, &ring);
@@ -256,7 +161,7 @@ async fn an_outage_holds_the_append_until_storage_is_back() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let dir = tempfile::tempdir().unwrap();
     let mut azurite = Azurite::start(&dir.path().join("azurite"));
-    let url = azurite.url("buffer", "outage");
+    let url = url(&azurite, "buffer", "outage");
     let ring = dir.path().join("ring.json");
     let metrics = BufferMetrics::default();
     let buffer = Buffer::new(
@@ -331,7 +236,7 @@ async fn an_outage_holds_the_append_until_storage_is_back() {
 async fn permanent_failures_fail_fast_and_say_what_to_fix() {
     let dir = tempfile::tempdir().unwrap();
     let azurite = Azurite::start(dir.path());
-    let url = azurite.url("forbidden", "p");
+    let url = url(&azurite, "forbidden", "p");
     let ring = dir.path().join("ring.json");
 
     // A SAS whose signature does not verify (wrong account key).
