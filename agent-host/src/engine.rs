@@ -74,10 +74,18 @@ impl ConnectorEngine {
                 }
             }
         }
+        // Compiling takes seconds of CPU; a log line says where that time went.
+        tracing::info!(connector = name, bytes = wasm.len(), "compiling component");
+        let started = std::time::Instant::now();
         let compiled = self
             .engine
             .precompile_component(wasm)
             .map_err(|e| anyhow!("connector `{name}` is not a valid WebAssembly component: {e}"))?;
+        tracing::info!(
+            connector = name,
+            seconds = started.elapsed().as_secs_f64(),
+            "component compiled"
+        );
         // Unique per writer: threads of one process may compile the same component at once.
         static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
