@@ -230,15 +230,18 @@ fn an_azure_environment_from_bootstrap_to_agents_validation_and_peering() {
         .filter(|a| *a != VMSS_WRITE)
         .cloned()
         .collect();
-    let role_scope = rg.clone();
-    arm.role(
-        &role_scope,
-        &s("role_definition_name"),
-        &partial,
-        &[&rg, &net_rg],
-        &principal,
-        &[&rg, &vnet],
-    );
+    // The bundle's role, as the customer's Terraform applies it.
+    let apply_role = |actions: &[String]| {
+        arm.role(
+            &rg,
+            &s("role_definition_name"),
+            actions,
+            &[&rg, &net_rg],
+            &principal,
+            &[&rg, &vnet],
+        )
+    };
+    apply_role(&partial);
     stack.wait_ready("byoc");
     let conns = arm
         .get(
@@ -401,14 +404,7 @@ fn an_azure_environment_from_bootstrap_to_agents_validation_and_peering() {
             (!e["reason"].as_str().is_some_and(|r| r.contains(VMSS_WRITE))).then(|| e.to_string())
         });
         // The customer re-applies the bundle's full role; the same request goes through, twice.
-        arm.role(
-            &role_scope,
-            &s("role_definition_name"),
-            &actions,
-            &[&rg, &net_rg],
-            &principal,
-            &[&rg, &vnet],
-        );
+        apply_role(&actions);
         for _ in 0..2 {
             let r = stack.culvert(&["env", "resume", "byoc"]);
             assert_eq!(r.code, 0, "{}", r.stderr);
