@@ -263,6 +263,8 @@ async fn run(cli: Cli) -> Result<()> {
                 key_vault.as_deref(),
                 sealing_key.as_deref(),
             )?;
+            // Without a state directory the scratch files are this run's alone: removed after.
+            let scratch = state_dir.is_none();
             let dir = state_dir.unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("culvert-validate-{validation}"))
             });
@@ -271,11 +273,14 @@ async fn run(cli: Cli) -> Result<()> {
                 validation,
                 token,
                 key,
-                dir,
+                dir.clone(),
                 engine(cli.cache_dir)?,
             )
-            .await?;
-            if !passed {
+            .await;
+            if scratch {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            if !passed? {
                 anyhow::bail!("some checks failed; the control plane has the details");
             }
             Ok(())

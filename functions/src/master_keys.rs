@@ -536,20 +536,20 @@ mod tests {
         .unwrap()
     }
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "culvert-master-keys-{name}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("master-keys.json")
+    /// A key file path in a directory removed when the guard drops.
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::Builder::new()
+            .prefix("culvert-master-keys-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("master-keys.json");
+        (dir, path)
     }
 
     #[tokio::test]
     async fn a_missing_file_is_created_private_with_one_key() {
         use std::os::unix::fs::PermissionsExt;
-        let path = scratch("create");
+        let (_dir, path) = scratch();
         let keys = file_keys(&path);
         let set = keys.current().await.unwrap();
         assert_eq!(set.current(), "1");
@@ -564,7 +564,7 @@ mod tests {
     #[tokio::test]
     async fn a_readable_file_or_a_bad_key_is_refused_with_the_reason() {
         use std::os::unix::fs::PermissionsExt;
-        let path = scratch("mode");
+        let (_dir, path) = scratch();
         file_keys(&path).current().await.unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = file_keys(&path).current().await.unwrap_err();
@@ -577,7 +577,7 @@ mod tests {
 
     #[tokio::test]
     async fn added_versions_become_current_and_keep_the_old_ones() {
-        let path = scratch("rotate");
+        let (_dir, path) = scratch();
         let keys = file_keys(&path);
         let first = keys.current().await.unwrap();
         let v = keys.add_version().await.unwrap();
@@ -590,7 +590,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_version_reloads_the_set_once() {
-        let path = scratch("reload");
+        let (_dir, path) = scratch();
         let reader = file_keys(&path);
         reader.current().await.unwrap();
         // Another instance rotates.

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod arm;
 pub mod azure;
 pub mod azurite;
+pub mod bundle;
 pub mod cluster;
 pub mod connectors;
 pub mod stack;

@@ -546,13 +546,11 @@ mod tests {
     #[tokio::test]
     async fn a_value_under_an_unknown_version_reloads_the_keys_before_failing() {
         use crate::settings::MasterKeySetting;
-        let dir = std::env::temp_dir().join(format!(
-            "culvert-at-rest-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let setting = MasterKeySetting::File(dir.join("keys.json"));
+        let dir = tempfile::Builder::new()
+            .prefix("culvert-at-rest-")
+            .tempdir()
+            .unwrap();
+        let setting = MasterKeySetting::File(dir.path().join("keys.json"));
         let identity = culvert_azure::identity::CredentialSource::AzureCli;
         let handler = MasterKeys::new(&setting, identity.clone()).unwrap();
         let loaded = handler.current().await.unwrap();

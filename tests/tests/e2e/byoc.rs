@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use culvert_tests::arm::Arm;
+use culvert_tests::bundle::role_actions;
 use culvert_tests::stack::Stack;
 use culvert_tests::{Cluster, workdir};
 use serde_json::{Value, json};
@@ -16,35 +17,6 @@ use serde_json::{Value, json};
 /// The customers' subscription of the local Resource Manager (see `culvert local up`).
 const SUB: &str = "5c0f3e1a-7b2d-4c8e-9a61-0d4b2f6e8a10";
 const VMSS_WRITE: &str = "Microsoft.Compute/virtualMachineScaleSets/write";
-
-/// The custom role's actions, read from the bundle's Terraform.
-fn role_actions(main_tf: &str) -> Vec<String> {
-    let body: hcl::Body = hcl::from_str(main_tf).expect("main.tf parses");
-    for block in body.blocks() {
-        if block.identifier() == "resource"
-            && block.labels().first().map(|l| l.as_str()) == Some("azurerm_role_definition")
-        {
-            for inner in block.body().blocks() {
-                if inner.identifier() == "permissions" {
-                    for attr in inner.body().attributes() {
-                        if attr.key() == "actions"
-                            && let hcl::Expression::Array(items) = attr.expr()
-                        {
-                            return items
-                                .iter()
-                                .filter_map(|e| match e {
-                                    hcl::Expression::String(s) => Some(s.clone()),
-                                    _ => None,
-                                })
-                                .collect();
-                        }
-                    }
-                }
-            }
-        }
-    }
-    panic!("no role definition with actions in main.tf")
-}
 
 fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> Option<String>) {
     let deadline = Instant::now() + Duration::from_secs(secs);

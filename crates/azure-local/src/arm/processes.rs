@@ -15,10 +15,11 @@
 //!    VM without an agent and just reports its power state.
 //! 3. The process is `{agent_binary} agent` with working directory `root/` (so relative paths
 //!    in the file, like `CULVERT_STATE_DIR=var/lib/culvert`, land inside the instance), no flags,
-//!    and an environment of exactly: `PATH` (the stand-in's), `HOME` (= `root/`),
-//!    `CULVERT_AZURE_CA_FILE` (the local CA), `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` (the
-//!    token endpoint, when the scale set has an `identity`), then every `KEY=VALUE` line of
-//!    `/etc/culvert/agent.env`, re-read at each start (it wins over the variables above).
+//!    and an environment of exactly: `PATH` (the stand-in's), `HOME` (= `root/`), `TMPDIR`
+//!    (= `root/tmp/`), `CULVERT_AZURE_CA_FILE` (the local CA), `IDENTITY_ENDPOINT` and
+//!    `IDENTITY_HEADER` (the token endpoint, when the scale set has an `identity`), then every
+//!    `KEY=VALUE` line of `/etc/culvert/agent.env`, re-read at each start (it wins over the
+//!    variables above).
 //!    This mirrors the systemd unit the real cloud-init installs
 //!    (`WorkingDirectory=/`, `EnvironmentFile=/etc/culvert/agent.env`, `ExecStart=... agent`).
 //! 4. stdout and stderr are appended to `{state-dir}/vmss/{name}/{i}/agent.log`.
@@ -32,8 +33,9 @@
 //!
 //! A group whose first container's `command[0]` is a file named `culvert-agent` runs
 //! `{agent_binary} {command[1..]}` once, in `{state-dir}/aci/{group name}/`, with `PATH`, `HOME`,
-//! `CULVERT_AZURE_CA_FILE`, the identity variables (when the group has an `identity`) and the
-//! container's `environmentVariables` (`value` or `secureValue`); stdout and stderr go to
+//! `TMPDIR` (its `tmp/`: the container's own filesystem), `CULVERT_AZURE_CA_FILE`, the identity
+//! variables (when the group has an `identity`) and the container's `environmentVariables`
+//! (`value` or `secureValue`); stdout and stderr go to
 //! `{state-dir}/aci/{group name}/{container}.log` (the `logs` answer). Its exit code becomes the
 //! container's `exitCode`. Deleting the group kills a process still running. A process cut off
 //! by a restart of the stand-in is reported as exit code 137.

@@ -19,7 +19,8 @@ pub struct Spec {
     pub args: Vec<String>,
     /// Its whole environment besides `PATH` and `HOME` (the stand-in's own is not inherited).
     pub env: Vec<(String, String)>,
-    /// Working directory (created if missing); also `HOME`.
+    /// Working directory (created if missing); also `HOME`, and its `tmp/` is `TMPDIR` (the
+    /// machine's own `/tmp`, so nothing lands in the host's).
     pub cwd: PathBuf,
     /// Where stdout and stderr go.
     pub log: PathBuf,
@@ -29,7 +30,8 @@ pub struct Spec {
 
 /// Starts the process.
 pub fn spawn(spec: &Spec) -> std::io::Result<Child> {
-    std::fs::create_dir_all(&spec.cwd)?;
+    let tmp = spec.cwd.join("tmp");
+    std::fs::create_dir_all(&tmp)?;
     if let Some(dir) = spec.log.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -44,6 +46,7 @@ pub fn spawn(spec: &Spec) -> std::io::Result<Child> {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", &spec.cwd)
+        .env("TMPDIR", &tmp)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.cwd)
         .stdin(Stdio::null())
@@ -116,6 +119,10 @@ mod tests {
         let log = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
         assert!(log.contains("CULVERT_X=1"), "{log}");
         assert!(log.contains("HOME="), "{log}");
+        assert!(
+            log.contains(&format!("TMPDIR={}", dir.path().join("work/tmp").display())),
+            "{log}"
+        );
         assert!(
             !log.contains("CARGO"),
             "the parent's environment leaked: {log}"
