@@ -16,13 +16,14 @@ const SKIP: &[&str] = &[
 /// Directories of the SDKs that hold their own tests, not part of a project.
 const SDK_SKIP: &[&str] = &["test", "tests", "testdata"];
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
-    println!("cargo:rerun-if-changed={}", dir.display());
+/// Collects the files under `dir`; returns whether no skipped directory lies anywhere below it.
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> bool {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|e| e.expect("directory entry").path())
         .collect();
     entries.sort();
+    let mut clean = true;
     for path in entries {
         let name = path
             .file_name()
@@ -33,9 +34,10 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
                 .parent()
                 .and_then(Path::parent)
                 .is_some_and(|p| p.file_name().is_some_and(|n| n == "sdk"));
-            let skipped = SKIP.contains(&name) || (in_sdk && SDK_SKIP.contains(&name));
-            if !skipped {
-                walk(root, &path, out);
+            if SKIP.contains(&name) {
+                clean = false;
+            } else if !(in_sdk && SDK_SKIP.contains(&name)) {
+                clean &= walk(root, &path, out);
             }
         } else {
             println!("cargo:rerun-if-changed={}", path.display());
@@ -47,6 +49,13 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
             out.push((rel, path.canonicalize().expect("file path")));
         }
     }
+    // Cargo watches a directory by the newest file anywhere below it, so one holding installed
+    // packages or bytecode (rewritten by every `npm install`) is watched through its files and
+    // subdirectories instead; the others are watched whole, so new files count too.
+    if clean {
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
+    clean
 }
 
 fn main() {

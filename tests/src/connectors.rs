@@ -84,7 +84,9 @@ pub fn kit(component: &Path, config: &Value, extra: &[&str]) -> Run {
         file.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    culvert(&args)
+    let run = culvert(&args);
+    let _ = std::fs::remove_file(&file);
+    run
 }
 
 /// Assert the kit passed, showing its report otherwise.

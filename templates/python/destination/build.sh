@@ -53,7 +53,9 @@ if ! installed; then
     fi
 fi
 
-mkdir -p dist
-"$CPY" -d "$WIT_DIR" -w "$WORLD" componentize -p . -p "$SDK_DIR" "$APP" -o "dist/{{name}}.wasm.tmp"
+# The interpreter that componentize-py runs writes __pycache__ next to the modules it imports:
+# it imports a copy of the SDK, so a build leaves the SDK as it found it.
+rm -rf dist/.sdk && mkdir -p dist/.sdk && cp -R "$SDK_DIR/culvert_connector" dist/.sdk/
+"$CPY" -d "$WIT_DIR" -w "$WORLD" componentize -p . -p dist/.sdk "$APP" -o "dist/{{name}}.wasm.tmp"
 mv "dist/{{name}}.wasm.tmp" "dist/{{name}}.wasm"
 echo "built dist/{{name}}.wasm"
