@@ -130,6 +130,18 @@ fn read_key(path: &PathBuf) -> Result<String> {
 
 async fn run(cli: Cli) -> (Result<u8>, bool) {
     let state = StateDir::new(cli.state_dir.clone().unwrap_or_else(StateDir::default_root));
+    // The customer's side of Azure environments reads the environment through the API.
+    if matches!(cli.command, Command::Local(LocalCommand::Azure(_))) {
+        let api = match connect(&cli, &state) {
+            Ok(a) => a,
+            Err(e) => return (Err(e), true),
+        };
+        let Command::Local(LocalCommand::Azure(cmd)) = cli.command else {
+            unreachable!("matched above")
+        };
+        let result = local::customer::run(&state, &api, cmd).await;
+        return (result.map(|_| exit::OK), api.has_key);
+    }
     if let Command::Local(cmd) = cli.command {
         return (local::run(state, cmd, cli.output).await, true);
     }

@@ -639,6 +639,12 @@ fn ops() -> Vec<Op> {
                 "environment": {"type": "string"},
                 "files": {"type": "object", "additionalProperties": {"type": "string"}},
                 "resources": {"type": "object", "additionalProperties": {"type": "string"}},
+                "role": {"type": "object", "description": "The control plane's custom role as the bundle creates it",
+                    "required": ["name", "actions", "assignable_scopes", "assignment_scopes"], "properties": {
+                    "name": {"type": "string"},
+                    "actions": {"type": "array", "items": {"type": "string"}},
+                    "assignable_scopes": {"type": "array", "items": {"type": "string"}},
+                    "assignment_scopes": {"type": "array", "items": {"type": "string"}}}},
                 "fixes": {"type": "array", "items": {"type": "string"}}}}),
             ),
             Plain,

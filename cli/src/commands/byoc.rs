@@ -113,7 +113,8 @@ pub struct Network {
     pub db_subnet_prefix: String,
 }
 
-async fn connector_id(api: &Api, name: &str, env: Option<&str>) -> Result<uuid::Uuid> {
+/// The id of connector `name` (of environment `env` when given).
+pub(crate) async fn connector_id(api: &Api, name: &str, env: Option<&str>) -> Result<uuid::Uuid> {
     let env = match env {
         Some(e) => Some(resolve::environment(api, e).await?),
         None => None,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use culvert_azure::keyvault::{BUFFER_KEY, CREDENTIALS_KEY};
 
+use super::customer::OwnerArm;
 use super::state::{StateDir, write_atomic};
 
 /// Vault of the control plane's own secrets.
@@ -232,10 +233,11 @@ pub fn identity_env(ids: &Identities, ep: &Endpoints, who: &Identity) -> Vec<(St
 }
 
 async fn token(http: &reqwest::Client, ids: &Identities, ep: &Endpoints) -> Result<String> {
-    token_for(http, ids, ep, "https://vault.azure.net").await
+    bootstrap_token(http, ids, ep, "https://vault.azure.net").await
 }
 
-async fn token_for(
+/// A token of the bootstrap identity (the customer's administrator) for `resource`.
+pub async fn bootstrap_token(
     http: &reqwest::Client,
     ids: &Identities,
     ep: &Endpoints,
@@ -333,19 +335,9 @@ pub fn metadata_service_id() -> String {
 /// Create Culvert's side in the local Resource Manager: its resource group and the metadata
 /// Private Link Service customers' private endpoints connect to.
 pub async fn culvert_side(ids: &Identities, ep: &Endpoints) -> Result<()> {
-    let Some(arm) = &ep.arm_endpoint else {
+    let Some(arm) = OwnerArm::new(ids, ep).await? else {
         return Ok(());
     };
-    let pem = std::fs::read(&ep.ca_certificate)
-        .with_context(|| format!("cannot read {}", ep.ca_certificate.display()))?;
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
-        .build()?;
-    let bearer = format!(
-        "Bearer {}",
-        token_for(&http, ids, ep, "https://management.azure.com").await?
-    );
-    let arm = arm.trim_end_matches('/');
     let rg =
         format!("/subscriptions/{CULVERT_SUBSCRIPTION}/resourceGroups/{CULVERT_RESOURCE_GROUP}");
     // The control plane approves endpoint connections on its own service, as its identity's
@@ -384,19 +376,7 @@ pub async fn culvert_side(ids: &Identities, ep: &Endpoints) -> Result<()> {
                 "principalType": "ServicePrincipal"}}),
         ),
     ] {
-        let reply = http
-            .put(format!("{arm}{path}?api-version={version}"))
-            .header("Authorization", &bearer)
-            .json(&body)
-            .send()
-            .await
-            .context("the local Resource Manager does not answer")?;
-        if !reply.status().is_success() {
-            bail!(
-                "creating {path} in the local Resource Manager failed: {}",
-                reply.text().await.unwrap_or_default()
-            );
-        }
+        arm.put(&path, version, &body).await?;
     }
     Ok(())
 }

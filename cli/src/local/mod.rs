@@ -5,6 +5,7 @@ pub mod app_root;
 pub mod azure_local;
 pub mod azurite;
 pub mod compute;
+pub mod customer;
 pub mod postgres;
 pub mod process;
 pub mod state;
@@ -37,6 +38,9 @@ pub enum LocalCommand {
     Down,
     /// Show each component and whether it is up.
     Status,
+    /// Play the customer's side of Azure environments on the local Resource Manager.
+    #[command(subcommand)]
+    Azure(customer::AzureCommand),
     /// Run the stack in the foreground (what `up` starts in the background).
     #[command(hide = true)]
     Supervise {
@@ -149,6 +153,7 @@ pub async fn run(state: StateDir, cmd: LocalCommand, output: Output) -> Result<u
             init_logging();
             supervisor::run(state, port).await.map(|_| exit::OK)
         }
+        LocalCommand::Azure(_) => unreachable!("needs the API: run from main"),
     }
 }
 

@@ -1093,6 +1093,34 @@ pub fn resource_names(inputs: &BootstrapInputs) -> ExpectedResources {
     }
 }
 
+/// Where the module makes the control plane's role assignable and where it assigns it, as
+/// `main.tf` decides: the resource group, plus the VNet's resource group (assignable) and the
+/// VNet itself (assigned) when the VNet lives in another resource group.
+pub fn role_scopes(inputs: &BootstrapInputs) -> (Vec<String>, Vec<String>) {
+    let rg_id = format!(
+        "/subscriptions/{}/resourceGroups/{}",
+        inputs.subscription_id, inputs.resource_group
+    );
+    let parts: Vec<&str> = inputs.vnet_id.split('/').collect();
+    let after = |key: &str| {
+        parts
+            .iter()
+            .position(|p| p.eq_ignore_ascii_case(key))
+            .and_then(|i| parts.get(i + 1))
+            .copied()
+            .unwrap_or_default()
+    };
+    let (vnet_sub, vnet_rg) = (after("subscriptions"), after("resourceGroups"));
+    if vnet_rg.eq_ignore_ascii_case(&inputs.resource_group) {
+        return (vec![rg_id.clone()], vec![rg_id]);
+    }
+    let vnet_rg_id = format!("/subscriptions/{vnet_sub}/resourceGroups/{vnet_rg}");
+    (
+        vec![rg_id.clone(), vnet_rg_id],
+        vec![rg_id, inputs.vnet_id.clone()],
+    )
+}
+
 /// The README: what the bundle creates, how to apply it, what happens next, how it differs
 /// from the published guide.
 pub fn readme(inputs: &BootstrapInputs) -> String {

@@ -769,6 +769,14 @@ fn count_gated_parts_follow_the_inputs() {
             .collect();
         let rg_scope = format!("/subscriptions/{SUB}/resourceGroups/culvert-prod");
         assert_eq!(scopes[0], rg_scope, "{case}");
+        // What the API tells the local stand-in's `apply-bootstrap` is what main.tf does.
+        let (assignable, assigned_at) = bootstrap::role_scopes(&p.inputs);
+        assert_eq!(assignable, scopes, "{case}");
+        let mut at = vec![rg_scope.clone()];
+        if other_rg {
+            at.push(p.inputs.vnet_id.clone());
+        }
+        assert_eq!(assigned_at, at, "{case}");
         if other_rg {
             assert_eq!(
                 scopes,

@@ -96,8 +96,15 @@ pub async fn bootstrap(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         "metadata_service_id": byoc.settings.metadata_service_id,
         "culvert_principal_id": byoc.settings.principal_id,
     });
-    let bundle =
-        culvert_byoc::bootstrap::render(&inputs, &culvert_arm::operations::customer_role_actions());
+    let (assignable_scopes, assignment_scopes) = culvert_byoc::bootstrap::role_scopes(&inputs);
+    let actions = culvert_arm::operations::customer_role_actions();
+    let role = json!({
+        "name": r.role_definition_name,
+        "actions": actions,
+        "assignable_scopes": assignable_scopes,
+        "assignment_scopes": assignment_scopes,
+    });
+    let bundle = culvert_byoc::bootstrap::render(&inputs, &actions);
     let files: serde_json::Map<String, Value> = bundle
         .files
         .into_iter()
@@ -105,7 +112,7 @@ pub async fn bootstrap(app: Arc<App>, req: Req) -> ApiResult<Outcome> {
         .collect();
     Ok(reply(
         StatusCode::OK,
-        &json!({"environment": env.name, "files": files, "resources": resources, "fixes": culvert_byoc::bootstrap::FIXES}),
+        &json!({"environment": env.name, "files": files, "resources": resources, "role": role, "fixes": culvert_byoc::bootstrap::FIXES}),
         None,
     )
     .into())

@@ -104,14 +104,17 @@ fn an_azure_environment_from_bootstrap_to_agents_validation_and_peering() {
     let arm = Arm::of_stack(stack.state());
 
     // The customer's network, as it exists before Culvert.
-    let rg = arm.resource_group(SUB, "rg-data");
-    let net_rg = arm.resource_group(SUB, "rg-net");
-    let vnet = arm.vnet(
-        &net_rg,
-        "vnet1",
-        &[("agents", "10.20.1.0/24"), ("db", "10.20.2.0/24")],
-    );
-    let agents_subnet = format!("{vnet}/subnets/agents");
+    let net = stack.json(&["local", "azure", "network"]);
+    let net_str = |k: &str| {
+        net[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{k}: {net}"))
+            .to_string()
+    };
+    let (vnet, agents_subnet) = (net_str("vnet_id"), net_str("agents_subnet_id"));
+    let rg = format!("/subscriptions/{SUB}/resourceGroups/rg-data");
+    assert_eq!(net_str("subscription_id"), SUB);
+    assert_eq!(net_str("resource_group"), "rg-data");
     stack.json(&[
         "env",
         "create",
@@ -175,45 +178,21 @@ fn an_azure_environment_from_bootstrap_to_agents_validation_and_peering() {
     });
 
     // `terraform apply`, first with a role that lacks the scale set's write.
-    for id in [s("agent_identity_id"), s("validation_identity_id")] {
-        arm.put(&id, "2023-01-31", json!({"location": "eastus2"}));
-    }
-    arm.put(
-        &s("agent_nsg_id"),
-        "2024-05-01",
-        json!({"location": "eastus2", "properties": {"securityRules": []}}),
-    );
-    arm.put(
-        &s("key_vault_id"),
-        "2023-07-01",
-        json!({"location": "eastus2", "properties": {"sku": {"family": "A", "name": "standard"}}}),
-    );
-    arm.put(
-        &s("private_endpoint_id"),
-        "2024-05-01",
-        json!({"location": "eastus2", "properties": {
-            "subnet": {"id": agents_subnet},
-            "manualPrivateLinkServiceConnections": [{"name": "culvert-metadata", "properties": {
-                "privateLinkServiceId": s("metadata_service_id"),
-                "requestMessage": format!("culvert:{}", s("external_id"))}}]}}),
-    );
-    let partial: Vec<String> = actions
-        .iter()
-        .filter(|a| *a != VMSS_WRITE)
-        .cloned()
-        .collect();
-    // The bundle's role, as the customer's Terraform applies it.
-    let apply_role = |actions: &[String]| {
-        arm.role(
-            &rg,
-            &s("role_definition_name"),
-            actions,
-            &[&rg, &net_rg],
-            &principal,
-            &[&rg, &vnet],
-        )
+    let apply_bootstrap = |without: &[&str]| {
+        let mut args = vec!["local", "azure", "apply-bootstrap", "byoc"];
+        for a in without {
+            args.extend(["--without-action", a]);
+        }
+        let r = stack.culvert(&args);
+        assert_eq!(r.code, 0, "apply-bootstrap: {}{}", r.stdout, r.stderr);
     };
-    apply_role(&partial);
+    apply_bootstrap(&[VMSS_WRITE]);
+    assert_eq!(
+        bundle["role"]["actions"].as_array().map(Vec::len),
+        Some(actions.len()),
+        "the API's role is the bundle's: {}",
+        bundle["role"]
+    );
     stack.wait_ready("byoc");
     let conns = arm
         .get(
@@ -274,12 +253,7 @@ fn an_azure_environment_from_bootstrap_to_agents_validation_and_peering() {
     // Network steps for a connector, checked through ARM before validation.
     let (src, _dst) = Cluster::pair();
     create_connector(&stack, "orders", src.port, "app");
-    let db_nsg = format!("{rg}/providers/Microsoft.Network/networkSecurityGroups/db-nsg");
-    arm.put(
-        &db_nsg,
-        "2024-05-01",
-        json!({"location": "eastus2", "properties": {"securityRules": []}}),
-    );
+    let db_nsg = net_str("db_nsg_id");
     let r = stack.culvert(&[
         "connector",
         "network",
@@ -311,28 +285,15 @@ fn an_azure_environment_from_bootstrap_to_agents_validation_and_peering() {
     );
 
     // The customer runs the steps.
-    let rules: Vec<Value> = steps["rules"].as_array().unwrap().clone();
-    for nsg in [s("agent_nsg_id"), db_nsg.clone()] {
-        let short = nsg.rsplit('/').next().unwrap().to_string();
-        let mine: Vec<Value> = rules
-            .iter()
-            .filter(|r| r["nsg"] == short || r["nsg"] == nsg)
-            .map(|r| json!({"name": r["name"], "properties": {
-                "priority": r["priority"], "direction": r["direction"], "access": r["access"], "protocol": r["protocol"],
-                "sourceAddressPrefix": r["source_prefix"], "sourcePortRange": "*",
-                "destinationAddressPrefix": r["destination_prefix"], "destinationPortRange": r["destination_port"]}}))
-            .collect();
-        arm.put(
-            &nsg,
-            "2024-05-01",
-            json!({"location": "eastus2", "properties": {"securityRules": mine}}),
-        );
-    }
-    arm.put(
-        &agents_subnet,
-        "2024-05-01",
-        json!({"properties": {"addressPrefix": "10.20.1.0/24", "networkSecurityGroup": {"id": s("agent_nsg_id")}}}),
-    );
+    let r = stack.culvert(&[
+        "local",
+        "azure",
+        "apply-network-steps",
+        "orders",
+        "--env",
+        "byoc",
+    ]);
+    assert_eq!(r.code, 0, "apply-network-steps: {}{}", r.stdout, r.stderr);
     let steps = stack.json(&["connector", "network-steps", "orders", "--env", "byoc"]);
     assert_eq!(steps["missing"], json!([]), "{steps}");
 
@@ -376,7 +337,7 @@ fn an_azure_environment_from_bootstrap_to_agents_validation_and_peering() {
             (!e["reason"].as_str().is_some_and(|r| r.contains(VMSS_WRITE))).then(|| e.to_string())
         });
         // The customer re-applies the bundle's full role; the same request goes through, twice.
-        apply_role(&actions);
+        apply_bootstrap(&[]);
         for _ in 0..2 {
             let r = stack.culvert(&["env", "resume", "byoc"]);
             assert_eq!(r.code, 0, "{}", r.stderr);
@@ -496,14 +457,13 @@ fn an_azure_environment_from_bootstrap_to_agents_validation_and_peering() {
             0
         );
         // The VNet exists: Culvert's side is created and waits for the peer's.
-        let hub = arm.vnet(&peer_rg, "hubnet", &[("default", "10.30.0.0/24")]);
+        arm.vnet(&peer_rg, "hubnet", &[("default", "10.30.0.0/24")]);
         create("hub");
         wait_connection(&stack, "hub", "PENDING_PEER");
-        arm.put(
-        &format!("{hub}/virtualNetworkPeerings/to-culvert"),
-        "2024-05-01",
-        json!({"properties": {"allowVirtualNetworkAccess": true, "remoteVirtualNetwork": {"id": vnet}}}),
-    );
+        // The peer's last step: its side of the peering.
+        let r = stack.culvert(&["local", "azure", "peer", "hub", "--env", "byoc"]);
+        assert_eq!(r.code, 0, "local azure peer: {}{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains("peered"), "{}", r.stdout);
         wait_connection(&stack, "hub", "ACTIVE");
         let list = stack.json(&["peering", "list", "--env", "byoc"]);
         assert_eq!(list["items"][0]["state"], "ACTIVE", "{list}");
