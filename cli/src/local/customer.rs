@@ -15,7 +15,7 @@ use super::state::StateDir;
 use crate::api::Api;
 use crate::commands::byoc::connector_id;
 use crate::exit::{Failure, Kind};
-use crate::output::{Output, fields, outln};
+use crate::output::{Output, fields, out, outln};
 use crate::resolve;
 
 /// API versions of the resource types these commands write.
@@ -296,7 +296,7 @@ async fn network(arm: &OwnerArm, output: Output) -> Result<()> {
                 "db_subnet_prefix": "10.20.2.0/24", "db_nsg_id": db_nsg})
         ),
         Output::Table => {
-            outln!(
+            out!(
                 "{}",
                 fields(&[
                     ("subscription", CUSTOMER_SUBSCRIPTION.to_string()),
