@@ -1197,8 +1197,11 @@ az account show --query "{{subscription: id, tenant: tenantId, user: user.name}}
 az ad sp show --id {app} --query id --output tsv || az ad sp create --id {app} --query id --output tsv
 ```
 
-The last command must print `{principal}` (`culvert_principal_id`). If it prints another
-id, put that id in `terraform.tfvars` and in the environment's settings in Culvert.
+The last command must print `{principal}` (`culvert_principal_id`): the object id of
+Culvert's service principal that this control plane looks for. If it prints another id, your
+subscription is in another Entra tenant than the one this control plane manages: stop here and
+send Culvert your tenant id (`az account show --query tenantId`). Applying with another id
+would grant the role to a principal the control plane never acts as.
 
 ```sh
 terraform init
