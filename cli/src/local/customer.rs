@@ -314,8 +314,8 @@ async fn network(arm: &OwnerArm, output: Output) -> Result<()> {
     Ok(())
 }
 
-/// An Azure environment's settings and its bootstrap answer.
-async fn environment(api: &Api, env: &str) -> Result<(AzureSettings, Value)> {
+/// An Azure environment's id, settings and bootstrap answer.
+async fn environment(api: &Api, env: &str) -> Result<(uuid::Uuid, AzureSettings, Value)> {
     let id = resolve::environment(api, env).await?;
     let e = api.get::<Value>(&format!("/v1/environments/{id}")).await?;
     let azure: AzureSettings = serde_json::from_value(e.value["azure"].clone()).map_err(|_| {
@@ -327,7 +327,7 @@ async fn environment(api: &Api, env: &str) -> Result<(AzureSettings, Value)> {
     let bootstrap = api
         .get::<Value>(&format!("/v1/environments/{id}/bootstrap"))
         .await?;
-    Ok((azure, bootstrap.value))
+    Ok((id, azure, bootstrap.value))
 }
 
 fn text<'a>(v: &'a Value, what: &str) -> Result<&'a str> {
@@ -346,7 +346,7 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 async fn apply_bootstrap(arm: &OwnerArm, api: &Api, env: &str, without: &[String]) -> Result<()> {
-    let (azure, bootstrap) = environment(api, env).await?;
+    let (_, azure, bootstrap) = environment(api, env).await?;
     let res = &bootstrap["resources"];
     let r = |k: &str| text(&res[k], k);
     let mut created = Vec::new();
@@ -436,7 +436,7 @@ async fn apply_network_steps(
     let id = connector_id(api, name, env).await?;
     let c = api.get::<Value>(&format!("/v1/connectors/{id}")).await?;
     let env_id = text(&c.value["environment_id"], "the connector's environment")?.to_string();
-    let (azure, bootstrap) = environment(api, &env_id).await?;
+    let (_, azure, bootstrap) = environment(api, &env_id).await?;
     let agent_nsg = text(&bootstrap["resources"]["agent_nsg_id"], "agent_nsg_id")?.to_string();
     let steps = api
         .get::<Value>(&format!("/v1/connectors/{id}/network"))
@@ -509,8 +509,7 @@ async fn apply_network_steps(
 }
 
 async fn peer(arm: &OwnerArm, api: &Api, name: &str, env: &str, space: &str) -> Result<()> {
-    let (azure, bootstrap) = environment(api, env).await?;
-    let env_id = resolve::environment(api, env).await?;
+    let (env_id, azure, bootstrap) = environment(api, env).await?;
     let c = api
         .get::<Value>(&format!(
             "/v1/environments/{env_id}/network-connections/{name}"
